@@ -1,0 +1,1 @@
+"""torch.library bindings for poster_fast._C (being written)."""

@@ -1,0 +1,1 @@
+"""Triton W-MCSA backend (being written)."""

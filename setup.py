@@ -1,0 +1,64 @@
+"""Builds poster_fast._C: CPU kernels always, CUDA kernels when torch and nvcc allow.
+
+POSTER_FAST_CUDA=1 forces the CUDA build (error if impossible), =0 disables it; unset means
+"when torch is a CUDA build and nvcc is found". CUDA_HOME defaults to /usr/local/cuda when that
+toolkit exists (torch would otherwise guess /usr/local from an nvcc wrapper and miss the headers).
+"""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+
+from setuptools import find_packages, setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _want_cuda() -> bool:
+    import torch
+
+    flag = os.environ.get("POSTER_FAST_CUDA", "")
+    if flag == "0":
+        return False
+    if not os.environ.get("CUDA_HOME") and os.path.exists("/usr/local/cuda/bin/nvcc"):
+        os.environ["CUDA_HOME"] = "/usr/local/cuda"
+    possible = torch.version.cuda is not None and (
+        bool(os.environ.get("CUDA_HOME")) or shutil.which("nvcc") is not None)
+    if flag == "1" and not possible:
+        raise RuntimeError("POSTER_FAST_CUDA=1 but torch is not a CUDA build or nvcc is missing")
+    return possible
+
+
+def _extension():
+    from torch.utils import cpp_extension
+
+    rel = lambda pattern: sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+    sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp")
+    cxx = ["-O3", "-g0", "-fopenmp", "-std=c++17"]
+    kwargs = dict(extra_link_args=["-fopenmp"], include_dirs=[os.path.join(ROOT, "csrc")])
+    if _want_cuda():
+        if "TORCH_CUDA_ARCH_LIST" not in os.environ:
+            import torch
+
+            if not torch.cuda.is_available():
+                os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
+        sources += rel("csrc/cuda/*.cu") + rel("csrc/cuda/*.cpp")
+        nvcc = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"]
+        return cpp_extension.CUDAExtension(
+            "poster_fast._C", sources, extra_compile_args={"cxx": cxx + ["-DWITH_CUDA"], "nvcc": nvcc},
+            **kwargs)
+    return cpp_extension.CppExtension("poster_fast._C", sources, extra_compile_args={"cxx": cxx}, **kwargs)
+
+
+def _build_ext():
+    from torch.utils.cpp_extension import BuildExtension
+
+    return BuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)
+
+
+setup(
+    packages=find_packages(include=["poster_fast", "poster_fast.*"]),
+    ext_modules=[_extension()],
+    cmdclass={"build_ext": _build_ext()},
+)
