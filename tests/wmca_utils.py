@@ -1,0 +1,84 @@
+"""Shared helpers for W-MCSA backend tests: random problems and the fp64-anchored error check.
+
+The check follows the flash-attention tests: a fast kernel's error against the float64
+reference must be at most `factor` times the error of the PyTorch reference run in the same
+dtype (plus a tiny absolute floor for results that the low-precision reference gets exactly).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from poster_fast.ops import reference, window_cross_attention
+from poster_fast.ops.validate import table_rows
+
+# The absolute floor is a few units in the last place of values of order 1 in each dtype.
+ABS_FLOOR = {torch.float64: 1e-12, torch.float32: 4e-7, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+
+
+@dataclass
+class Case:
+    batch: int
+    windows: int
+    heads: int
+    window: tuple[int, int]
+    head_dim: int
+
+    @property
+    def tokens(self) -> int:
+        return self.window[0] * self.window[1]
+
+
+def make_inputs(case: Case, dtype: torch.dtype, device: str = "cpu", seed: int | None = None,
+                table_dtype: torch.dtype | None = None, noncontiguous: bool = False):
+    """q, k, v, table with requires_grad; fresh random values unless `seed` is given.
+
+    With `noncontiguous`, every tensor is a strided view (transposed storage) of the same values.
+    """
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    n, d, h = case.tokens, case.head_dim, case.heads
+
+    def rand(*shape, std=1.0):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64) * std
+
+    tensors = [rand(case.batch, h, n, d), rand(case.batch * case.windows, h, n, d),
+               rand(case.batch * case.windows, h, n, d), rand(table_rows(case.window), h, std=0.5)]
+    dtypes = [dtype, dtype, dtype, table_dtype or dtype]
+    out = []
+    for t, dt in zip(tensors, dtypes):
+        t = t.to(device=device, dtype=dt)
+        if noncontiguous:
+            t = t.transpose(-1, -2).contiguous().transpose(-1, -2)
+            assert not t.is_contiguous() or t.shape[-1] == 1 or t.shape[-2] == 1
+        out.append(t.requires_grad_())
+    return out
+
+
+def forward_and_grads(inputs, window, backend: str, grad_out: torch.Tensor, scale=None):
+    out = window_cross_attention(*inputs, window, scale=scale, backend=backend)
+    grads = torch.autograd.grad(out, inputs, grad_out.to(out.dtype))
+    return [out.detach()] + [g.detach() for g in grads]
+
+
+def reference_results(inputs, window, grad_out, scale=None):
+    """(fp64 results, same-dtype reference results) for out, dq, dk, dv, d_table."""
+    as64 = [t.detach().double().requires_grad_() for t in inputs]
+    exact = forward_and_grads(as64, window, "reference", grad_out.double(), scale)
+    same = forward_and_grads(inputs, window, "reference", grad_out, scale)
+    return exact, same
+
+
+NAMES = ("out", "dq", "dk", "dv", "d_table")
+
+
+def assert_within_reference_error(got, exact, same, dtype, factor: float = 3.0):
+    """Each of got[i] must be within factor * (same-dtype reference error) of the fp64 result."""
+    for name, g, e, s in zip(NAMES, got, exact, same):
+        assert g.shape == e.shape, f"{name}: shape {tuple(g.shape)} != {tuple(e.shape)}"
+        assert torch.isfinite(g).all(), f"{name}: non-finite values"
+        err = (g.double() - e).abs().max().item()
+        base = (s.double() - e).abs().max().item()
+        scale = max(e.abs().max().item(), 1.0)
+        bound = factor * base + ABS_FLOOR[dtype] * scale
+        assert err <= bound, f"{name}: error {err:.3e} > {factor} x reference error {base:.3e} + floor"
