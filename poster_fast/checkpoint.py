@@ -1,0 +1,190 @@
+"""Loading the authors' files: trained POSTER V2 checkpoints and the two pretrained backbones.
+
+Accepted as they are: a dict holding "state_dict" or a bare state dict, "module." prefixes from
+DataParallel, the 36 keys of modules the authors build but never use (dropped and reported),
+and `total_ops`/`total_params` entries that thop leaves behind.
+"""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+# Modules of the authors' model that never influence the logits (SPEC §2); not built here.
+UNUSED_KEY = re.compile(
+    r"^(face_landback\.output_layer\.|ir_back\.output_layer\.|VIT\.(patch_embed|eca_block|CON1|"
+    r"IRLinear1|IRLinear2)\.|VIT\.blocks\.\d+\.conv\.)")
+THOP_KEY = re.compile(r"(^|\.)(total_ops|total_params)$")
+# face.evoLVe's IR-50 numbers its units body.0..23; the authors' truncated copy has 3 stages.
+IR50_STAGE_UNITS = (3, 4, 14)
+
+
+class CheckpointError(ValueError):
+    """A file or state dict that cannot be loaded into the model; the message says why."""
+
+
+@dataclass
+class LoadReport:
+    loaded: list[str] = field(default_factory=list)
+    dropped_unused: list[str] = field(default_factory=list)
+    dropped_other: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"loaded {len(self.loaded)} tensors"]
+        if self.dropped_unused:
+            lines.append(f"dropped {len(self.dropped_unused)} keys of modules the authors never use")
+        if self.dropped_other:
+            lines.append(f"dropped {len(self.dropped_other)} other keys: {self.dropped_other[:5]}")
+        return "; ".join(lines + self.notes)
+
+
+class _LenientUnpickler(pickle.Unpickler):
+    """Unpickles the authors' training files, whose extra entries (e.g. __main__.RecorderMeter)
+    refer to classes that do not exist here: such classes become inert placeholders."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return super().find_class(module, name)
+        except (AttributeError, ModuleNotFoundError):
+            return type(name, (), {"__setstate__": lambda self, state: None})
+
+
+class _LenientPickle:
+    Unpickler = _LenientUnpickler
+    load = pickle.load
+    __name__ = "poster_fast_lenient_pickle"
+
+
+def _torch_load(path: str | os.PathLike | io.IOBase, trusted: bool) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if not trusted:
+            raise CheckpointError(
+                f"{path}: the file holds pickled Python objects besides tensors, which "
+                f"torch.load(weights_only=True) refuses ({str(err).splitlines()[0]}). The authors' "
+                "training checkpoints are like this. If you trust the file, pass trusted=True "
+                "(CLI: --trusted) to unpickle it with unknown classes replaced by placeholders."
+            ) from err
+    if hasattr(path, "seek"):
+        path.seek(0)
+    return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_LenientPickle)
+
+
+def read_state_dict(source: Any, trusted: bool = False) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """A file path, file object or mapping -> (flat state dict without "module." prefixes, notes)."""
+    notes: list[str] = []
+    obj = source if isinstance(source, Mapping) else _torch_load(source, trusted)
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        keys = list(obj)[:8] if isinstance(obj, Mapping) else type(obj).__name__
+        raise CheckpointError(f"{source if not isinstance(source, Mapping) else 'state dict'}: not a "
+                              f"checkpoint: expected a state dict or a dict with 'state_dict', found {keys}")
+    state = {}
+    for key, value in obj.items():
+        if key.startswith("module."):
+            key = key[len("module."):]
+        state[key] = value
+    if any(k.startswith("module.") for k in obj):
+        notes.append("stripped 'module.' prefixes")
+    return state, notes
+
+
+def load_checkpoint(model: nn.Module, source: Any, trusted: bool = False) -> LoadReport:
+    """Load a POSTER V2 checkpoint into `model`, strictly, after dropping unused/thop keys.
+
+    Raises CheckpointError naming the class-count mismatch or the missing, unexpected and
+    mis-shaped keys. Returns what was loaded and dropped.
+    """
+    state, notes = read_state_dict(source, trusted)
+    report = LoadReport(notes=notes)
+    expected = model.state_dict()
+    kept = {}
+    for key, value in state.items():
+        if UNUSED_KEY.match(key):
+            report.dropped_unused.append(key)
+        elif THOP_KEY.search(key):
+            report.dropped_other.append(key)
+        else:
+            kept[key] = value
+    head = "VIT.head.linear.weight"
+    if head in kept and head in expected and kept[head].shape != expected[head].shape:
+        raise CheckpointError(f"class count mismatch: the checkpoint has {kept[head].shape[0]} classes "
+                              f"({head} {tuple(kept[head].shape)}), the model {expected[head].shape[0]}")
+    missing = sorted(set(expected) - set(kept))
+    unexpected = sorted(set(kept) - set(expected))
+    shapes = [f"{k}: checkpoint {tuple(kept[k].shape)} vs model {tuple(expected[k].shape)}"
+              for k in expected if k in kept and kept[k].shape != expected[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys: {missing[:10]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys: {unexpected[:10]}")
+        if shapes:
+            parts.append(f"{len(shapes)} mis-shaped: {shapes[:10]}")
+        raise CheckpointError("checkpoint does not fit POSTERV2: " + "; ".join(parts))
+    for key in (k for k in kept if k.endswith("relative_position_index")):
+        if not torch.equal(kept[key], expected[key]):
+            raise CheckpointError(f"{key}: differs from the Swin relative position index this model uses")
+    model.load_state_dict(kept, strict=True)
+    report.loaded = sorted(kept)
+    return report
+
+
+def _ir50_key(key: str) -> str:
+    """Map face.evoLVe IR-50 unit keys body.<i>.* to the truncated model's body<stage>.<j>.*."""
+    match = re.match(r"^body\.(\d+)\.(.*)$", key)
+    if not match:
+        return key
+    unit, rest = int(match.group(1)), match.group(2)
+    for stage, units in enumerate(IR50_STAGE_UNITS, start=1):
+        if unit < units:
+            return f"body{stage}.{unit}.{rest}"
+        unit -= units
+    return key
+
+
+def _load_matching(module: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> LoadReport:
+    """Copy every tensor whose name and shape match (the authors' loading rule); report the rest."""
+    report = LoadReport()
+    own = module.state_dict()
+    for key, value in state.items():
+        if key in own and own[key].shape == value.shape:
+            own[key] = value
+            report.loaded.append(key)
+        else:
+            report.dropped_other.append(key)
+    if not report.loaded:
+        raise CheckpointError(f"{what}: no tensor of the file matches the module (first keys: "
+                              f"{list(state)[:5]})")
+    module.load_state_dict(own)
+    missing = sorted(set(own) - set(report.loaded))
+    if missing:
+        report.notes.append(f"{len(missing)} module tensors not in the file: {missing[:5]}")
+    return report
+
+
+def load_backbones(model: nn.Module, ir50: Any = None, landmark: Any = None,
+                   trusted: bool = False) -> dict[str, LoadReport]:
+    """Load the authors' pretrained backbone files: `ir50.pth` into `model.ir_back` and
+    `mobilefacenet_model_best.pth.tar` into `model.face_landback`."""
+    reports = {}
+    if ir50 is not None:
+        state, _ = read_state_dict(ir50, trusted)
+        if not any(k.startswith(("body1.", "body2.", "body3.")) for k in state):
+            state = {_ir50_key(k): v for k, v in state.items()}
+        reports["ir50"] = _load_matching(model.ir_back, state, f"ir50 file {ir50}")
+    if landmark is not None:
+        state, _ = read_state_dict(landmark, trusted)
+        state = {k: v for k, v in state.items() if not k.startswith("output_layer.")}
+        reports["landmark"] = _load_matching(model.face_landback, state, f"landmark file {landmark}")
+    return reports

@@ -1,0 +1,139 @@
+"""POSTER V2 (POSTER++): the three stages of the paper wired together.
+
+1. Landmark queries: the frozen MobileFaceNet turns the face into three maps whose channels,
+   split into heads, are used directly as W-MCSA queries (no projection).
+2. Cross-fusion: three IR-50 maps, each downsampled, attend to those queries (W-MCSA) at 28x28,
+   14x14 and 7x7, followed by a layer-scaled feed-forward.
+3. Multi-scale ViT: each level is tokenised to 49 tokens of 768, concatenated (147 tokens) and
+   classified by a 2-block ViT with class token and SE-gated head.
+
+Module names follow the authors' `pyramid_trans_expr2` so their checkpoints load as they are.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cross_fusion import FusionFeedForward, WindowCrossAttention, WindowNorm
+from .fusion_vit import EMBED_DIM, FusionViT
+from .ir50 import IR50
+from .mobilefacenet import MobileFaceNet
+
+DIMS = (64, 128, 256)
+HEADS = (2, 4, 8)
+WINDOWS = (28, 14, 7)
+DROP_PATH = (0.0, 0.125, 0.25)  # the first three of linspace(0, 0.5, 5)
+INPUT_SIZE = 112  # both backbones see a nearest-neighbour 112x112 resize of any input
+
+
+class PatchEmbed(nn.Module):
+    """Level-3 tokeniser: a 1x1 conv 256 -> 768, flattened to tokens."""
+
+    def __init__(self, in_c: int, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_c, dim, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+def to_queries(landmark_map: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, heads, H*W, C // heads): channel c belongs to head c // head_dim."""
+    b, c, h, w = landmark_map.shape
+    return landmark_map.permute(0, 2, 3, 1).reshape(b, h * w, heads, c // heads).transpose(1, 2)
+
+
+def tokens(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H*W, C)."""
+    return x.flatten(2).transpose(1, 2)
+
+
+class POSTERV2(nn.Module):
+    """POSTER V2 classifier: (B, 3, H, W) ImageNet-normalised images -> (B, num_classes) logits.
+
+    `attn_backend` picks the W-MCSA implementation ("auto", "reference", "triton", "cpu",
+    "cuda"); see `poster_fast.ops.explain`. The landmark network is frozen and stays in eval
+    mode even under `model.train()` (the authors let its BatchNorm statistics drift).
+    """
+
+    def __init__(self, num_classes: int = 7, attn_backend: str = "auto") -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes: expected a positive int, got {num_classes}")
+        self.num_classes = num_classes
+        self.face_landback = MobileFaceNet()
+        self.face_landback.requires_grad_(False)
+        self.VIT = FusionViT(num_classes)
+        self.ir_back = IR50()
+        for i, (dim, heads, win) in enumerate(zip(DIMS, HEADS, WINDOWS), start=1):
+            self.add_module(f"attn{i}", WindowCrossAttention(dim, heads, win, attn_backend))
+        for i, (dim, win) in enumerate(zip(DIMS, WINDOWS), start=1):
+            self.add_module(f"window{i}", WindowNorm(win, dim))
+        for i, dim in enumerate(DIMS, start=1):
+            self.add_module(f"conv{i}", nn.Conv2d(dim, dim, 3, stride=2, padding=1))
+        for i, (dim, win, dp) in enumerate(zip(DIMS, WINDOWS, DROP_PATH), start=1):
+            self.add_module(f"ffn{i}", FusionFeedForward(dim, win, dp))
+        self.last_face_conv = nn.Conv2d(512, 256, 3, padding=1)
+        self.embed_q = nn.Sequential(nn.Conv2d(DIMS[0], EMBED_DIM, 3, stride=2, padding=1),
+                                     nn.Conv2d(EMBED_DIM, EMBED_DIM, 3, stride=2, padding=1))
+        self.embed_k = nn.Sequential(nn.Conv2d(DIMS[1], EMBED_DIM, 3, stride=2, padding=1))
+        self.embed_v = PatchEmbed(DIMS[2], EMBED_DIM)
+
+    @property
+    def attn_backend(self) -> str:
+        return self.attn1.attn_backend
+
+    @attn_backend.setter
+    def attn_backend(self, name: str) -> None:
+        for level in self.levels():
+            level[1].attn_backend = name
+
+    def levels(self) -> list[tuple[nn.Conv2d, WindowCrossAttention, WindowNorm, FusionFeedForward]]:
+        """(downsample conv, attention, window norm, feed-forward) of each cross-fusion level."""
+        return [(getattr(self, f"conv{i}"), getattr(self, f"attn{i}"), getattr(self, f"window{i}"),
+                 getattr(self, f"ffn{i}")) for i in (1, 2, 3)]
+
+    def train(self, mode: bool = True) -> "POSTERV2":
+        super().train(mode)
+        self.face_landback.eval()
+        return self
+
+    def landmark_queries(self, x112: torch.Tensor) -> list[torch.Tensor]:
+        """Stage 1: the three landmark maps as W-MCSA queries (B, heads, N, 32)."""
+        map1, map2, map3 = self.face_landback(x112)
+        maps = (map1, map2, self.last_face_conv(map3))
+        return [to_queries(m, heads) for m, heads in zip(maps, HEADS)]
+
+    def cross_fusion(self, x112: torch.Tensor, queries: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Stage 2: IR-50 maps attend to the landmark queries; returns (B, C, h, w) per level."""
+        fused = []
+        for image_map, q, (conv, attn, window, ffn) in zip(self.ir_back(x112), queries, self.levels()):
+            windows, shortcut = window(conv(image_map))
+            fused.append(ffn(attn(windows, q), shortcut).permute(0, 3, 1, 2))
+        return fused
+
+    def multiscale_vit(self, fused: list[torch.Tensor]) -> torch.Tensor:
+        """Stage 3: 3 x 49 tokens of 768 -> logits."""
+        o1, o2, o3 = fused
+        return self.VIT(torch.cat((tokens(self.embed_q(o1)), tokens(self.embed_k(o2)), self.embed_v(o3)),
+                                  dim=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"x: expected images of shape (B, 3, H, W), got {tuple(x.shape)}")
+        x112 = F.interpolate(x, size=INPUT_SIZE)
+        return self.multiscale_vit(self.cross_fusion(x112, self.landmark_queries(x112)))
+
+    @classmethod
+    def from_checkpoint(cls, path: Any, num_classes: int | None = None, **kwargs: Any) -> "POSTERV2":
+        """Build a model whose class count matches the checkpoint (or `num_classes`) and load it."""
+        from ..checkpoint import load_checkpoint, read_state_dict
+
+        state, _ = read_state_dict(path, kwargs.pop("trusted", False))
+        head = state.get("VIT.head.linear.weight")
+        model = cls(num_classes or (head.shape[0] if head is not None else 7), **kwargs)
+        load_checkpoint(model, state)
+        return model
