@@ -90,8 +90,10 @@ def _count_fvcore(model: nn.Module, x: torch.Tensor) -> tuple[int, dict[str, int
 
     analysis = FlopCountAnalysis(model, x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     by_module = analysis.by_module()
-    return int(analysis.total()), {stage: sum(int(by_module[m]) for m in members)
-                                   for stage, members in STAGES.items()}
+    stages = {stage: sum(int(by_module[m]) for m in members) for stage, members in STAGES.items()}
+    total = int(analysis.total())
+    stages["input resize (top level)"] = total - sum(stages.values())
+    return total, stages
 
 
 def budget(model: nn.Module, image_size: int = 224) -> Budget:

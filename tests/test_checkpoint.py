@@ -1,0 +1,115 @@
+"""Loading the authors' checkpoint layouts, and the errors for files that do not fit."""
+from __future__ import annotations
+
+import io
+import pickle
+
+import pytest
+import torch
+
+from poster_fast import POSTERV2, CheckpointError, load_backbones, load_checkpoint
+from poster_fast.checkpoint import UNUSED_KEY
+
+
+def authors_style_state(model: POSTERV2) -> dict[str, torch.Tensor]:
+    """The live keys plus the 36 keys of the authors' never-used modules, DataParallel-prefixed."""
+    state = dict(model.state_dict())
+    extra = {
+        "face_landback.output_layer.linear.weight": torch.zeros(136, 512),
+        "ir_back.output_layer.3.weight": torch.zeros(512, 8),
+        "VIT.patch_embed.proj.weight": torch.zeros(768, 256, 1, 1),
+        "VIT.eca_block.conv.weight": torch.zeros(1, 1, 5),
+        "VIT.blocks.0.conv.weight": torch.zeros(148, 148, 1),
+        "VIT.IRLinear2.bias": torch.zeros(512),
+    }
+    return {"module." + k: v for k, v in {**state, **extra}.items()}
+
+
+def save(obj) -> io.BytesIO:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return buf
+
+
+@pytest.fixture(scope="module")
+def source():
+    torch.manual_seed(3)
+    return POSTERV2(7)
+
+
+def test_round_trip_with_prefixes_and_unused_keys(source):
+    target = POSTERV2(7)
+    report = load_checkpoint(target, save({"epoch": 3, "state_dict": authors_style_state(source)}))
+    assert len(report.loaded) == 711 and len(report.dropped_unused) == 6
+    for key, value in source.state_dict().items():
+        assert torch.equal(value, target.state_dict()[key]), key
+
+
+def test_bare_state_dict_and_from_checkpoint_infers_classes():
+    eight = POSTERV2(8)
+    model = POSTERV2.from_checkpoint(save(eight.state_dict()))
+    assert model.num_classes == 8
+    assert torch.equal(model.VIT.head.linear.weight, eight.VIT.head.linear.weight)
+
+
+def test_unused_key_pattern_covers_the_36_dead_keys():
+    dead = ["face_landback.output_layer.bn.running_var", "ir_back.output_layer.0.num_batches_tracked",
+            "VIT.CON1.weight", "VIT.IRLinear1.weight", "VIT.blocks.1.conv.bias"]
+    assert all(UNUSED_KEY.match(k) for k in dead)
+    assert not any(UNUSED_KEY.match(k) for k in POSTERV2(7).state_dict())
+
+
+def test_wrong_class_count_is_named(source):
+    with pytest.raises(CheckpointError, match="checkpoint has 7 classes.*model 8"):
+        load_checkpoint(POSTERV2(8), source.state_dict())
+
+
+def test_missing_and_misshaped_keys_are_listed(source):
+    state = dict(source.state_dict())
+    del state["attn2.qkv.bias"]
+    state["ffn1.gamma1"] = torch.zeros(65)
+    with pytest.raises(CheckpointError, match=r"missing keys: \['attn2.qkv.bias'\].*ffn1.gamma1.*\(65,\)"):
+        load_checkpoint(POSTERV2(7), state)
+
+
+def test_not_a_checkpoint():
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        load_checkpoint(POSTERV2(7), save({"epoch": 1, "best_acc": 0.5}))
+
+
+class RecorderMeter:  # stands in for the authors' class pickled into their training files
+    def __init__(self):
+        self.epoch_losses = [1.0, 0.5]
+
+
+def test_pickled_objects_need_trusted(source, monkeypatch):
+    obj = {"state_dict": source.state_dict(), "recorder": RecorderMeter()}
+    buf = io.BytesIO()
+    torch.save(obj, buf, pickle_module=pickle)
+    monkeypatch.delattr(__import__(__name__), "RecorderMeter")  # the class is gone at load time
+    buf.seek(0)
+    with pytest.raises(CheckpointError, match="trusted=True"):
+        load_checkpoint(POSTERV2(7), buf)
+    buf.seek(0)
+    assert len(load_checkpoint(POSTERV2(7), buf, trusted=True).loaded) == 711
+
+
+def test_backbone_files(source):
+    model = POSTERV2(7)
+    landmark = {"state_dict": {**{k: v for k, v in source.face_landback.state_dict().items()},
+                               "output_layer.linear.weight": torch.zeros(136, 512)}}
+    evolve = {}  # face.evoLVe numbering: body.0..20 for the three stages used here
+    offsets = {"body1": 0, "body2": 3, "body3": 7}
+    for key, value in source.ir_back.state_dict().items():
+        stage, unit, rest = key.split(".", 2) if key.startswith("body") else (key, None, None)
+        evolve[f"body.{offsets[stage] + int(unit)}.{rest}" if unit is not None else key] = value
+    evolve["output_layer.3.weight"] = torch.zeros(512, 25088)
+    reports = load_backbones(model, ir50=save(evolve), landmark=save(landmark))
+    assert reports["ir50"].dropped_other == ["output_layer.3.weight"]
+    for key, value in source.ir_back.state_dict().items():
+        assert torch.equal(model.ir_back.state_dict()[key], value), key
+    assert torch.equal(model.face_landback.conv_6_sep.bn.running_mean,
+                       source.face_landback.conv_6_sep.bn.running_mean)
+    with pytest.raises(CheckpointError, match="no tensor of the file matches"):
+        load_backbones(model, ir50=save({"foo.weight": torch.zeros(3)}))
