@@ -35,7 +35,7 @@ def _extension():
 
     rel = lambda pattern: sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
     sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp")
-    cxx = ["-O3", "-g0", "-fopenmp", "-std=c++17"]
+    cxx = ["-O3", "-g0", "-fopenmp", "-std=c++20", "-ffp-contract=fast"]
     kwargs = dict(extra_link_args=["-fopenmp"], include_dirs=[os.path.join(ROOT, "csrc")])
     if _want_cuda():
         if "TORCH_CUDA_ARCH_LIST" not in os.environ:

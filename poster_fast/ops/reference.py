@@ -33,8 +33,10 @@ def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb_table: torch.Tens
     q_win = q.unsqueeze(1).expand(p.batch, p.windows, p.heads, p.tokens, p.head_dim)
     q_win = q_win.reshape(p.batch * p.windows, p.heads, p.tokens, p.head_dim)
     logits = (q_win * p.scale) @ k.transpose(-2, -1)
-    logits = logits + relative_position_bias(rpb_table, p.window).unsqueeze(0).to(logits.dtype)
-    return logits.softmax(dim=-1) @ v
+    # The bias adds in the promoted dtype (an fp32 table over half logits gives fp32 logits, as
+    # under autocast); the probabilities go back to v's dtype for the second matmul.
+    logits = logits + relative_position_bias(rpb_table, p.window).unsqueeze(0)
+    return (logits.softmax(dim=-1).to(v.dtype) @ v).to(q.dtype)
 
 
 def not_supported_reasons(p: WindowProblem) -> list[str]:
