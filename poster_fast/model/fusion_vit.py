@@ -6,6 +6,7 @@ gate on the class token before the linear head, and a learned positional embeddi
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .cross_fusion import Mlp
@@ -15,18 +16,25 @@ TOKENS = 148
 
 
 class Attention(nn.Module):
+    """Multi-head self-attention; `use_sdpa` swaps the authors' explicit softmax(q k^T * scale) v
+    for PyTorch's fused scaled_dot_product_attention (same maths, different rounding)."""
+
     def __init__(self, dim: int, num_heads: int = 8) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
+        self.use_sdpa = False
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
-        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+        if self.use_sdpa:
+            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        else:
+            out = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1) @ v
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
 class Block(nn.Module):

@@ -103,7 +103,10 @@ class POSTERV2(nn.Module):
 
     def landmark_queries(self, x112: torch.Tensor) -> list[torch.Tensor]:
         """Stage 1: the three landmark maps as W-MCSA queries (B, heads, N, 32)."""
-        map1, map2, map3 = self.face_landback(x112)
+        # The frozen landmark net keeps no activations for backward (unless someone unfreezes it).
+        frozen = not any(p.requires_grad for p in self.face_landback.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+            map1, map2, map3 = self.face_landback(x112)
         maps = (map1, map2, self.last_face_conv(map3))
         return [to_queries(m, heads) for m, heads in zip(maps, HEADS)]
 

@@ -1,0 +1,111 @@
+"""One-line fast paths for a POSTERV2: `optimize(model, mode="inference" | "train", ...)`.
+
+Inference: BatchNorm folded into the preceding convolutions of both backbones (exact maths),
+channels-last activations, PyTorch's fused attention in the ViT, the fastest W-MCSA backend,
+optional autocast, torch.compile and CUDA graphs. Training: the same minus BN folding for the
+trained IR-50 (the frozen landmark net is folded: it always runs in eval mode).
+The returned module is a new one; the original model is left as it was. Folded models have no
+BatchNorm keys: keep saving and loading checkpoints with the original model.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .model import POSTERV2
+from .model.fusion_vit import Attention
+from .model.ir50 import BottleneckIR
+from .model.mobilefacenet import ConvBlock, LinearBlock
+
+MODES = ("inference", "train")
+
+
+@torch.no_grad()
+def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A conv computing bn(conv(x)) with bn's running statistics (eval-mode BatchNorm)."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                      conv.padding, conv.dilation, conv.groups, bias=True,
+                      device=conv.weight.device, dtype=conv.weight.dtype)
+    fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+    fused.requires_grad_(conv.weight.requires_grad)
+    return fused
+
+
+def fold_batchnorm(module: nn.Module) -> nn.Module:
+    """Fold every conv -> BatchNorm pair of the landmark net / IR-50 blocks in place.
+
+    The IR units' leading BatchNorm acts before a zero-padded conv, so folding it would change
+    the border values: it is kept.
+    """
+    for block in module.modules():
+        if isinstance(block, (ConvBlock, LinearBlock)):
+            block.conv, block.bn = fold_conv_bn(block.conv, block.bn), nn.Identity()
+        elif isinstance(block, BottleneckIR):
+            res = block.res_layer
+            res[3], res[4] = fold_conv_bn(res[3], res[4]), nn.Identity()
+            if isinstance(block.shortcut_layer, nn.Sequential):
+                sc = block.shortcut_layer
+                sc[0], sc[1] = fold_conv_bn(sc[0], sc[1]), nn.Identity()
+        elif isinstance(block, nn.Sequential) and len(block) == 3 and isinstance(block[1], nn.BatchNorm2d) \
+                and isinstance(block[0], nn.Conv2d):  # IR-50 input layer: conv, BN, PReLU
+            block[0], block[1] = fold_conv_bn(block[0], block[1]), nn.Identity()
+    return module
+
+
+class OptimizedPOSTER(nn.Module):
+    """Wraps the rewritten model: casts the input layout and runs under autocast if asked."""
+
+    def __init__(self, model: POSTERV2, dtype: torch.dtype, channels_last: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.dtype = dtype
+        self.channels_last = channels_last
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.dtype == torch.float32:
+            return self.model(x)
+        with torch.autocast(x.device.type, dtype=self.dtype):
+            return self.model(x)
+
+
+def optimize(model: POSTERV2, mode: str = "inference", dtype: torch.dtype = torch.float32,
+             channels_last: bool = True, attn_backend: str = "auto", compile: bool = False,
+             cuda_graphs: bool = False) -> nn.Module:
+    """A faster copy of `model` computing the same function within `dtype`'s tolerance.
+
+    mode "inference" also folds the IR-50's BatchNorm (the model is put in eval mode);
+    "train" keeps it trainable. `compile` wraps the result in torch.compile(fullgraph=True);
+    `cuda_graphs` (CUDA only, implies compile) uses mode="reduce-overhead" for small batches.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"dtype: expected torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
+    if not isinstance(model, POSTERV2):
+        raise TypeError(f"model: expected a POSTERV2, got {type(model).__name__}")
+    fast = copy.deepcopy(model)
+    fast.attn_backend = attn_backend
+    fold_batchnorm(fast.face_landback)
+    if mode == "inference":
+        fast.eval()
+        fold_batchnorm(fast.ir_back)
+    for module in fast.modules():
+        if isinstance(module, Attention):
+            module.use_sdpa = True
+    if channels_last:
+        fast = fast.to(memory_format=torch.channels_last)
+    wrapped: nn.Module = OptimizedPOSTER(fast, dtype, channels_last)
+    if cuda_graphs:
+        if next(fast.parameters()).device.type != "cuda":
+            raise ValueError("cuda_graphs: needs the model on a CUDA device")
+        return torch.compile(wrapped, fullgraph=True, mode="reduce-overhead")
+    if compile:
+        return torch.compile(wrapped, fullgraph=True)
+    return wrapped
