@@ -28,7 +28,7 @@ class Backend:
 
 _REGISTRY: dict[str, Backend] = {}
 # Priority for backend="auto", fastest first; "reference" is always last and always runs.
-AUTO_ORDER = ("cuda", "triton", "cpu", "reference")
+AUTO_ORDER = ("triton", "cuda", "cpu", "reference")
 
 
 def register(backend: Backend) -> None:
