@@ -285,12 +285,27 @@ class ModelBench:
         self.images = [torch.randn(batch, 3, 224, 224, generator=gen, device=device) for _ in range(2)]
         self.labels = torch.randint(0, 7, (batch,), generator=gen, device=device)
         self.singles = [torch.randn(1, 3, 224, 224, generator=gen, device=device) for _ in range(2)]
+        self.optimized: dict[tuple[str, bool], tuple[torch.nn.Module, torch.optim.Optimizer]] = {}
 
-    def step(self, mode: str, backend: str, dtype: torch.dtype) -> Callable[[int], None]:
+    def variant(self, backend: str, optimized: bool, train: bool) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        """The plain model with `backend`, or `poster_fast.optimize(...)` of it (built once per mode)."""
+        if not optimized:
+            self.model.attn_backend = backend
+            return self.model, self.opt
+        key = (backend, train)
+        if key not in self.optimized:
+            from .optimize import optimize
+
+            fast = optimize(self.model, "train" if train else "inference", attn_backend=backend)
+            opt = torch.optim.Adam([p for p in fast.parameters() if p.requires_grad], lr=1e-6)
+            self.optimized[key] = fast, opt
+        return self.optimized[key]
+
+    def step(self, mode: str, backend: str, dtype: torch.dtype, optimized: bool = False) -> Callable[[int], None]:
         """A step taking a rotation index: "infer" (eval, no_grad), "latency" (the same at batch 1)
-        or "train" (zero_grad + fwd + CE + bwd + Adam); fp16/bf16 run under autocast."""
-        model, opt = self.model, self.opt
-        model.attn_backend = backend
+        or "train" (zero_grad + fwd + CE + bwd + Adam); fp16/bf16 run under autocast.
+        `optimized` times `poster_fast.optimize(model, ...)` instead of the plain model."""
+        model, opt = self.variant(backend, optimized, mode == "train")
         model.train(mode == "train")
         autocast = lambda: torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32)
         scaler = torch.amp.GradScaler(self.device.type, enabled=dtype == torch.float16)
@@ -315,12 +330,13 @@ def model_rows(cfg: "Config", fast: str, progress: Progress) -> tuple[list[dict[
     dev = cfg.device
     mb = ModelBench(dev, cfg.model_batch)
     rows: list[dict[str, Any]] = []
-    backends = ["reference"] + ([fast] if fast != "reference" else [])
+    variants = [("reference", "reference", False)] + ([(fast, fast, False)] if fast != "reference" else [])
+    variants.append((f"optimize({fast})", fast, True))
     for dtype_name in cfg.dtypes:
-        for name in backends:
-            row: dict[str, Any] = {"backend": name, "dtype": dtype_name, "batch": cfg.model_batch}
+        for label, name, optimized in variants:
+            row: dict[str, Any] = {"backend": label, "dtype": dtype_name, "batch": cfg.model_batch}
             rows.append(row)
-            timed = lambda mode: time_ms(mb.step(mode, name, DTYPES[dtype_name]), dev,
+            timed = lambda mode: time_ms(mb.step(mode, name, DTYPES[dtype_name], optimized), dev,
                                          cfg.model_warmup, cfg.model_iters)
             if "infer" in cfg.sections:
                 progress(f"model {dtype_name} {name} inference, batch {cfg.model_batch}")

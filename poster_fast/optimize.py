@@ -1,7 +1,7 @@
 """One-line fast paths for a POSTERV2: `optimize(model, mode="inference" | "train", ...)`.
 
 Inference: BatchNorm folded into the preceding convolutions of both backbones (exact maths),
-channels-last activations, PyTorch's fused attention in the ViT, the fastest W-MCSA backend,
+1x1 max-pool shortcuts as strided slices, channels-last activations, PyTorch's fused attention in the ViT, the fastest W-MCSA backend,
 optional autocast, torch.compile and CUDA graphs. Training: the same minus BN folding for the
 trained IR-50 (the frozen landmark net is folded: it always runs in eval mode).
 The returned module is a new one; the original model is left as it was. Folded models have no
@@ -57,6 +57,27 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
+class Subsample(nn.Module):
+    """x[:, :, ::s, ::s]: what MaxPool2d(kernel 1, stride s) computes, without the pooling kernel."""
+
+    def __init__(self, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :, ::self.stride, ::self.stride]
+
+
+def subsample_shortcuts(module: nn.Module) -> nn.Module:
+    """Replace the IR units' 1x1 max-pool shortcuts by strided slicing (exact), in place."""
+    for block in module.modules():
+        if isinstance(block, BottleneckIR) and isinstance(block.shortcut_layer, nn.MaxPool2d):
+            pool = block.shortcut_layer
+            stride = pool.stride if isinstance(pool.stride, int) else pool.stride[0]
+            block.shortcut_layer = Subsample(stride)
+    return module
+
+
 class OptimizedPOSTER(nn.Module):
     """Wraps the rewritten model: casts the input layout and runs under autocast if asked."""
 
@@ -93,6 +114,7 @@ def optimize(model: POSTERV2, mode: str = "inference", dtype: torch.dtype = torc
     fast = copy.deepcopy(model)
     fast.attn_backend = attn_backend
     fold_batchnorm(fast.face_landback)
+    subsample_shortcuts(fast.ir_back)
     if mode == "inference":
         fast.eval()
         fold_batchnorm(fast.ir_back)
