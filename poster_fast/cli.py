@@ -16,13 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="poster-fast", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"poster_fast.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"poster_fast.{name}":
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f"poster_fast.{name}").register(sub)
     return parser
 
 
