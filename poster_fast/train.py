@@ -14,7 +14,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.distributed as dist
@@ -436,17 +436,6 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             dist.destroy_process_group()
 
 
-def run_train(args: argparse.Namespace) -> int:
-    from .checkpoint import CheckpointError
-
-    try:
-        train(args)
-    except (DataError, CheckpointError) as err:
-        print(f"poster-fast train: error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
 # ----------------------------------------------------------------------------- evaluate
 
 
@@ -486,15 +475,18 @@ def evaluate(args: argparse.Namespace) -> EvalResult:
     return result
 
 
-def run_evaluate(args: argparse.Namespace) -> int:
-    from .checkpoint import CheckpointError
+def _command(name: str, fn: Callable[[argparse.Namespace], object]) -> Callable[[argparse.Namespace], int]:
+    """CLI wrapper: data and checkpoint problems print one clear line and exit with status 2."""
+    def run(args: argparse.Namespace) -> int:
+        from .checkpoint import CheckpointError
 
-    try:
-        evaluate(args)
-    except (DataError, CheckpointError) as err:
-        print(f"poster-fast evaluate: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+        try:
+            fn(args)
+        except (DataError, CheckpointError) as err:
+            print(f"poster-fast {name}: error: {err}", file=sys.stderr)
+            return 2
+        return 0
+    return run
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -544,7 +536,7 @@ def register(subparsers: Any) -> None:
                    help="continue from OUT/last.pt (or the file given)")
     p.add_argument("--max-steps", type=int, help="at most this many steps per epoch (smoke tests)")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=run_train)
+    p.set_defaults(func=_command("train", train))
 
     e = subparsers.add_parser("evaluate", help="top-1, mean class accuracy and confusion matrix",
                               formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -555,4 +547,4 @@ def register(subparsers: Any) -> None:
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--out", help="write eval_<split>.json and confusion_<split>.png here")
     _common(e)
-    e.set_defaults(func=run_evaluate)
+    e.set_defaults(func=_command("evaluate", evaluate))
