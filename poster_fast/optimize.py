@@ -1,11 +1,11 @@
 """One-line fast paths for a POSTERV2: `optimize(model, mode="inference" | "train", ...)`.
 
-Inference: BatchNorm folded into the preceding convolutions of both backbones (exact maths),
-1x1 max-pool shortcuts as strided slices, channels-last activations, PyTorch's fused attention in the ViT, the fastest W-MCSA backend,
-optional autocast, torch.compile and CUDA graphs. Training: the same minus BN folding for the
-trained IR-50 (the frozen landmark net is folded: it always runs in eval mode).
-The returned module is a new one; the original model is left as it was. Folded models have no
-BatchNorm keys: keep saving and loading checkpoints with the original model.
+Both modes: 1x1 max-pool shortcuts as strided slices, channels-last activations, PyTorch's
+fused attention (SDPA) in the ViT, the fastest W-MCSA backend, optional autocast, torch.compile
+and CUDA graphs; these keep every parameter and buffer, so `.model.state_dict()` is the plain
+model's (`speed_up_in_place` applies them to a model being trained). Inference also folds
+BatchNorm into the preceding convolutions of both backbones (exact maths; no BN keys left).
+The returned module is a new one; the original model is left as it was.
 """
 from __future__ import annotations
 
@@ -96,13 +96,25 @@ class OptimizedPOSTER(nn.Module):
             return self.model(x)
 
 
+def speed_up_in_place(model: POSTERV2, channels_last: bool = True) -> POSTERV2:
+    """The rewrites that keep every parameter and buffer (checkpoints and optimizers see the same
+    model): strided-slice shortcuts, SDPA in the ViT and, optionally, channels-last weights."""
+    subsample_shortcuts(model.ir_back)
+    for module in model.modules():
+        if isinstance(module, Attention):
+            module.use_sdpa = True
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
 def optimize(model: POSTERV2, mode: str = "inference", dtype: torch.dtype = torch.float32,
              channels_last: bool = True, attn_backend: str = "auto", compile: bool = False,
              cuda_graphs: bool = False) -> nn.Module:
     """A faster copy of `model` computing the same function within `dtype`'s tolerance.
 
-    mode "inference" also folds the IR-50's BatchNorm (the model is put in eval mode);
-    "train" keeps it trainable. `compile` wraps the result in torch.compile(fullgraph=True);
+    mode "inference" also folds both backbones' BatchNorm (the model is put in eval mode);
+    "train" keeps every tensor, trainable as before. `compile` wraps the result in torch.compile(fullgraph=True);
     `cuda_graphs` (CUDA only, implies compile) uses mode="reduce-overhead" for small batches.
     """
     if mode not in MODES:
@@ -111,18 +123,12 @@ def optimize(model: POSTERV2, mode: str = "inference", dtype: torch.dtype = torc
         raise ValueError(f"dtype: expected torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
     if not isinstance(model, POSTERV2):
         raise TypeError(f"model: expected a POSTERV2, got {type(model).__name__}")
-    fast = copy.deepcopy(model)
+    fast = speed_up_in_place(copy.deepcopy(model), channels_last)
     fast.attn_backend = attn_backend
-    fold_batchnorm(fast.face_landback)
-    subsample_shortcuts(fast.ir_back)
     if mode == "inference":
         fast.eval()
+        fold_batchnorm(fast.face_landback)
         fold_batchnorm(fast.ir_back)
-    for module in fast.modules():
-        if isinstance(module, Attention):
-            module.use_sdpa = True
-    if channels_last:
-        fast = fast.to(memory_format=torch.channels_last)
     wrapped: nn.Module = OptimizedPOSTER(fast, dtype, channels_last)
     if cuda_graphs:
         if next(fast.parameters()).device.type != "cuda":

@@ -265,6 +265,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     from tqdm import tqdm
 
     from . import POSTERV2, load_backbones
+    from .optimize import speed_up_in_place
     from .data import BalancedSampler, ImageFolder, ToNormalizedTensor, TrainTransform, split_dir
 
     recipe = get_recipe(args.dataset)
@@ -296,6 +297,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             log("warning: no --ir50/--landmark: both backbones start from random weights "
                 "(the paper starts from the authors' pretrained files)", file=sys.stderr)
         net.to(d.device)
+        if not args.plain:
+            speed_up_in_place(net)
         params = [p for p in net.parameters() if p.requires_grad]  # the landmark net is frozen
         lr = args.lr if args.lr is not None else recipe.lr
         base_cls = torch.optim.AdamW if args.optimizer.endswith("adamw") else torch.optim.Adam
@@ -525,6 +528,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--optimizer", choices=("sam-adam", "adam", "sam-adamw", "adamw"), default="sam-adam")
     p.add_argument("--rho", type=float, default=0.05, help="SAM neighbourhood size")
     p.add_argument("--gamma", type=float, default=0.98, help="ExponentialLR factor per epoch")
+    p.add_argument("--plain", action="store_true",
+                   help="train the unmodified model (default: poster_fast.optimize's checkpoint-neutral "
+                        "speed-ups: SDPA in the ViT, channels-last, strided-slice shortcuts)")
     p.add_argument("--sampler", choices=("auto", "shuffle", "balanced"), default="auto",
                    help="auto: class-balanced for affectnet7/8 (as the authors), shuffled otherwise")
     p.add_argument("--val-split", default="valid", help="folder under DATA evaluated every epoch")

@@ -62,6 +62,14 @@ def test_inference_logits_match(num_classes):
     assert model.ir_back.body1[0].res_layer[4].__class__ is torch.nn.BatchNorm2d  # original untouched
 
 
+def test_train_mode_keeps_every_tensor():
+    model = POSTERV2(7)
+    fast = optimize(model, "train")
+    assert {k: v.shape for k, v in fast.model.state_dict().items()} == \
+        {k: v.shape for k, v in model.state_dict().items()}
+    assert fast.model.training
+
+
 def test_training_step_gradients_match():
     """fp64: train-mode BatchNorm over a batch of 2 amplifies fp32 rounding differences."""
     torch.manual_seed(0)
