@@ -177,3 +177,38 @@ def test_torch_export(model):
     exported = torch.export.export(model, (x,))
     with torch.no_grad():
         torch.testing.assert_close(exported.module()(x), model(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_fused_backends_in_the_model_on_gpu(backend):
+    """Logits and bias-table gradients of the whole model: fused backend vs reference, fp32."""
+    from poster_fast import ops
+
+    torch.manual_seed(0)
+    model = POSTERV2(7, attn_backend="reference").cuda().train()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "gamma" in name or "relative_position_bias_table" in name:
+                p.normal_(0, 0.5)
+    for i in (1, 2, 3):
+        getattr(model, f"ffn{i}").drop_path.p = 0.0
+    x = torch.randn(4, 3, 224, 224, device="cuda")
+    attn = model.attn1
+    q = torch.randn(4, 2, 784, 32, device="cuda")
+    why = ops.explain(q, q, q, attn.relative_position_bias_table, 28)["skipped"].get(backend)
+    if why and any("not picked automatically" not in w for w in why):
+        pytest.skip(f"{backend}: {why}")
+    results = {}
+    for name in ("reference", backend):
+        model.zero_grad()
+        model.attn_backend = name
+        logits = model(x)
+        logits.square().sum().backward()
+        results[name] = (logits.detach(), [getattr(model, f"attn{i}").relative_position_bias_table.grad.clone()
+                                           for i in (1, 2, 3)])
+    (ref, ref_grads), (got, got_grads) = results["reference"], results[backend]
+    torch.testing.assert_close(got, ref, rtol=2e-3, atol=2e-3)
+    for g, r in zip(got_grads, ref_grads):
+        assert (g - r).norm() <= 1e-2 * r.norm() + 1e-6

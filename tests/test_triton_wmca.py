@@ -18,6 +18,7 @@ from poster_fast.ops.validate import check_inputs
 from wmca_utils import Case, assert_within_reference_error, forward_and_grads, make_inputs, reference_results
 
 pytestmark = [
+    pytest.mark.cuda,  # the whole file runs on the GPU when there is one (DEVICE below)
     pytest.mark.skipif(triton_wmca.triton is None, reason="triton is not installed"),
     # raised inside triton's interpreter when a loop bound is a tensor
     pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0:DeprecationWarning"),
