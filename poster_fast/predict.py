@@ -21,8 +21,8 @@ def load_trained(path: str | Path, trusted: bool = False,
                  attn_backend: str = "auto") -> tuple[torch.nn.Module, dict[str, Any]]:
     """A POSTERV2 sized and loaded from `path`, and the file's metadata (classes, dataset, ...)
     where it has any (files written by `poster-fast train`; the authors' files have none)."""
-    from . import POSTERV2, load_checkpoint
-    from .checkpoint import CheckpointError, read_state_dict
+    from . import POSTERV2
+    from .checkpoint import CheckpointError
 
     if not Path(path).is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -31,10 +31,8 @@ def load_trained(path: str | Path, trusted: bool = False,
     except pickle.UnpicklingError:
         obj = None  # the authors' pickled training files: read_state_dict explains / unpickles
     meta = {k: obj[k] for k in META_KEYS if k in obj} if isinstance(obj, dict) and "state_dict" in obj else {}
-    state, _ = read_state_dict(obj if obj is not None else path, trusted)
-    head = state.get("VIT.head.linear.weight")
-    model = POSTERV2(int(head.shape[0]) if head is not None else 7, attn_backend=attn_backend)
-    load_checkpoint(model, state)
+    model = POSTERV2.from_checkpoint(obj if obj is not None else path, trusted=trusted,
+                                     attn_backend=attn_backend)
     return model, meta
 
 

@@ -131,12 +131,16 @@ class POSTERV2(nn.Module):
         return self.multiscale_vit(self.cross_fusion(x112, self.landmark_queries(x112)))
 
     @classmethod
-    def from_checkpoint(cls, path: Any, num_classes: int | None = None, **kwargs: Any) -> "POSTERV2":
-        """Build a model whose class count matches the checkpoint (or `num_classes`) and load it."""
+    def from_checkpoint(cls, path: Any, num_classes: int | None = None, trusted: bool = False,
+                        attn_backend: str = "auto") -> "POSTERV2":
+        """Build a model whose class count matches the checkpoint (or `num_classes`) and load it.
+
+        `trusted`: allow files that pickle Python objects besides tensors (see load_checkpoint).
+        """
         from ..checkpoint import load_checkpoint, read_state_dict
 
-        state, _ = read_state_dict(path, kwargs.pop("trusted", False))
+        state, _ = read_state_dict(path, trusted)
         head = state.get("VIT.head.linear.weight")
-        model = cls(num_classes or (head.shape[0] if head is not None else 7), **kwargs)
+        model = cls(num_classes or (head.shape[0] if head is not None else 7), attn_backend)
         load_checkpoint(model, state)
         return model
