@@ -30,6 +30,16 @@ F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 LEVEL3 = Case(2, 1, 8, (7, 7), 32)  # POSTER's level-3 shape at batch 2
 
 
+@pytest.fixture(autouse=True)
+def _first_config_only_on_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU every new shape would compile and time all autotune configs (19 compiles, fp32
+    ones up to ~30 s each at D=128); tests use each kernel's first config, the benchmarks tune."""
+    if DEVICE == "cuda":
+        for name in ("_fwd_kernel", "_dkdv_kernel", "_dq_kernel", "_dtable_kernel"):
+            kernel = getattr(triton_wmca, name)
+            monkeypatch.setattr(kernel, "configs", kernel.configs[:1])
+
+
 def check_against_reference(case: Case, dtype: torch.dtype, scale: float | None = None,
                             table_dtype: torch.dtype | None = None, noncontiguous: bool = False,
                             factor: float = 3.0) -> None:
@@ -105,6 +115,29 @@ def test_level_shapes_batch144_gpu_no_sync() -> None:
         want = window_cross_attention(q, k, v, table, window, backend="reference")
         torch.testing.assert_close(out, want, atol=2e-2, rtol=0)
         assert all(torch.isfinite(g).all() for g in grads)
+
+
+@cuda
+def test_grid_beyond_65535_window_heads_gpu() -> None:
+    """B*nW*H = 66000 (window, head) pairs: more than CUDA allows on grid axes 1 and 2."""
+    check_against_reference(Case(4, 8250, 2, (2, 2), 16), F16)
+
+
+def test_tf32_setting_from_either_torch_api() -> None:
+    """fp32 dots follow cuBLAS's TF32 setting; reading the legacy allow_tf32 raises in torch >= 2.9
+    once the new fp32_precision API set "tf32", so the op must not rely on it alone."""
+    matmul = torch.backends.cuda.matmul
+    old = getattr(matmul, "fp32_precision", None)
+    if old is None:
+        pytest.skip("torch without backends.cuda.matmul.fp32_precision")
+    q = torch.zeros(1, 1, 4, 16)
+    try:
+        for prec in ("tf32", "ieee"):
+            matmul.fp32_precision = prec
+            assert triton_wmca._consts(q, 2, 2)["PREC"] == prec
+            assert triton_wmca._consts(q.half(), 2, 2)["PREC"] == "tf32"  # ignored for half dots
+    finally:
+        matmul.fp32_precision = old
 
 
 def test_table_gradient_is_deterministic(monkeypatch: pytest.MonkeyPatch) -> None:

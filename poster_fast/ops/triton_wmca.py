@@ -1,12 +1,12 @@
 """Fused Triton W-MCSA: flash-style forward and a backward that never materialises N x N.
 
 Kernels (all accumulate in fp32; q/k/v may be fp32, fp16 or bf16, the table any float dtype):
-- `_fwd_kernel`, grid (query blocks, B*H): loads its q block once, then for every window of
+- `_fwd_kernel`, grid (query blocks * B*H,): loads its q block once, then for every window of
   its image runs an online softmax over key blocks; the bias is gathered from the table by the
   relative index computed from token coordinates. Stores out and the natural-log LSE.
 - `_delta_kernel`: delta = rowsum(dO * O).
-- `_dkdv_kernel`, grid (key blocks, B*nW*H): recomputes P^T per query block; dK, dV.
-- `_dq_kernel`, grid (query blocks, B*H): dQ summed over the image's windows in window order.
+- `_dkdv_kernel`, grid (key blocks * B*nW*H,): recomputes P^T per query block; dK, dV.
+- `_dq_kernel`, grid (query blocks * B*H,): dQ summed over the image's windows in window order.
 - `_dtable_kernel`, grid (2Wh-1, H, window chunks): for row offset dh = hi - hj, the
   (row hi, row hj) block of dS is Toeplitz in (wi, wj): its diagonal sums are the table rows
   dh*(2Ww-1) + 0..2Ww-2. Each program recomputes those Ww x Ww blocks (several image rows
@@ -14,9 +14,10 @@ Kernels (all accumulate in fp32; q/k/v may be fp32, fp16 or bf16, the table any 
   and writes the tile to its own slot of a partial buffer.
 - `_dtable_reduce_kernel`, grid (2Wh-1, H): adds the chunk tiles in chunk order and sums the
   diagonals. No atomics anywhere, every sum has a fixed order: d_table is bitwise deterministic.
+Grids put (block, batch*head) on axis 0 only (block fastest): CUDA caps axes 1 and 2 at 65535.
 
-Precision: on GPU, fp32 dots use "ieee" when torch.backends.cuda.matmul.allow_tf32 is False
-(the default) and TF32 otherwise. Under TRITON_INTERPRET=1 every dot runs in fp32 (the
+Precision: on GPU, fp32 dots use "ieee" unless cuBLAS may use TF32 for fp32 matmuls
+(torch.backends.cuda.matmul.fp32_precision / allow_tf32; off by default), then TF32. Under TRITON_INTERPRET=1 every dot runs in fp32 (the
 interpreter's bf16 dot is wrong), after rounding operands to the dtype the GPU would use.
 
 Ops: `poster_fast::wmca_triton_fwd` / `poster_fast::wmca_triton_bwd`, built with
@@ -104,20 +105,27 @@ else:
         return (tok // WW) * (2 * WW - 1) + tok % WW
 
     @_helper
+    def _split(NB):
+        """Axis-0 program id -> (batch*head row as int64, block index); the block index runs fastest."""
+        pid = tl.program_id(0)
+        return (pid // NB).to(tl.int64), pid % NB
+
+    @_helper
     def _bias(tab_h, st_r, pos_q, pos_k, mask, WH: tl.constexpr, WW: tl.constexpr):
         """Bias tile from broadcastable query / key _pos values (either orientation)."""
         rel = pos_q - pos_k + ((WH - 1) * (2 * WW - 1) + WW - 1)
         return tl.load(tab_h + rel * st_r, mask=mask, other=0.0).to(tl.float32)
 
-    @_tuned(_QUERY_CFGS, key=["N", "D"])
+    @_tuned(_QUERY_CFGS, key=["N", "D", "PREC"])
     def _fwd_kernel(Q, K, V, TAB, OUT, LSE,
                     sq_b, sq_h, sq_n, sq_d, sk_b, sk_h, sk_n, sk_d, sv_b, sv_h, sv_n, sv_d, st_r, st_h,
                     H, NW, N, D, scale,
                     WH: tl.constexpr, WW: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr,
                     F32DOT: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
-        b = (tl.program_id(1) // H).to(tl.int64)
-        h = tl.program_id(1) % H
-        offs_m = tl.program_id(0) * BM + tl.arange(0, BM)
+        bh, blk = _split(tl.cdiv(N, BM))
+        b = bh // H
+        h = (bh % H).to(tl.int32)
+        offs_m = blk * BM + tl.arange(0, BM)
         offs_d = tl.arange(0, BD)
         m_ok = offs_m < N
         d_ok = offs_d < D
@@ -156,8 +164,8 @@ else:
     @triton.jit
     def _delta_kernel(DO, OUT, DELTA, sdo_b, sdo_h, sdo_n, sdo_d, H, N, D,
                       BD: tl.constexpr, BM: tl.constexpr):
-        rh = tl.program_id(1).to(tl.int64)
-        offs_m = tl.program_id(0) * BM + tl.arange(0, BM)
+        rh, blk = _split(tl.cdiv(N, BM))
+        offs_m = blk * BM + tl.arange(0, BM)
         offs_d = tl.arange(0, BD)
         mask = (offs_m < N)[:, None] & (offs_d < D)[None, :]
         do = tl.load(DO + (rh // H) * sdo_b + (rh % H) * sdo_h + offs_m[:, None] * sdo_n + offs_d[None, :] * sdo_d,
@@ -165,15 +173,16 @@ else:
         o = tl.load(OUT + rh * N * D + offs_m[:, None] * D + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
         tl.store(DELTA + rh * N + offs_m, tl.sum(do * o, 1), mask=offs_m < N)
 
-    @_tuned(_KEY_CFGS, key=["N", "D"])
+    @_tuned(_KEY_CFGS, key=["N", "D", "PREC"])
     def _dkdv_kernel(Q, K, V, TAB, DO, LSE, DELTA, DK, DV,
                      sq_b, sq_h, sq_n, sq_d, sk_b, sk_h, sk_n, sk_d, sv_b, sv_h, sv_n, sv_d, st_r, st_h,
                      sdo_b, sdo_h, sdo_n, sdo_d, H, NW, N, D, scale,
                      WH: tl.constexpr, WW: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr,
                      F32DOT: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr):
-        r = (tl.program_id(1) // H).to(tl.int64)
-        h = tl.program_id(1) % H
-        offs_n = tl.program_id(0) * BN + tl.arange(0, BN)
+        rh, blk = _split(tl.cdiv(N, BN))
+        r = rh // H
+        h = (rh % H).to(tl.int32)
+        offs_n = blk * BN + tl.arange(0, BN)
         offs_d = tl.arange(0, BD)
         n_ok = offs_n < N
         d_ok = offs_d < D
@@ -207,15 +216,16 @@ else:
         tl.store(DK + out, (dk * scale).to(DK.dtype.element_ty), mask=kv_mask)
         tl.store(DV + out, dv.to(DV.dtype.element_ty), mask=kv_mask)
 
-    @_tuned(_QUERY_CFGS, key=["N", "D"])
+    @_tuned(_QUERY_CFGS, key=["N", "D", "PREC"])
     def _dq_kernel(Q, K, V, TAB, DO, LSE, DELTA, DQ,
                    sq_b, sq_h, sq_n, sq_d, sk_b, sk_h, sk_n, sk_d, sv_b, sv_h, sv_n, sv_d, st_r, st_h,
                    sdo_b, sdo_h, sdo_n, sdo_d, H, NW, N, D, scale,
                    WH: tl.constexpr, WW: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr,
                    F32DOT: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
-        b = (tl.program_id(1) // H).to(tl.int64)
-        h = tl.program_id(1) % H
-        offs_m = tl.program_id(0) * BM + tl.arange(0, BM)
+        bh, blk = _split(tl.cdiv(N, BM))
+        b = bh // H
+        h = (bh % H).to(tl.int32)
+        offs_m = blk * BM + tl.arange(0, BM)
         offs_d = tl.arange(0, BD)
         m_ok = offs_m < N
         d_ok = offs_d < D
@@ -248,7 +258,7 @@ else:
         tl.store(DQ + (b * H + h) * N * D + offs_m[:, None] * D + offs_d[None, :],
                  (dq * scale).to(DQ.dtype.element_ty), mask=q_mask)
 
-    @_tuned(_TABLE_CFGS, key=["N", "D"])
+    @_tuned(_TABLE_CFGS, key=["N", "D", "PREC"])
     def _dtable_kernel(Q, K, V, TAB, DO, LSE, DELTA, PART,
                        sq_b, sq_h, sq_n, sq_d, sk_b, sk_h, sk_n, sk_d, sv_b, sv_h, sv_n, sv_d, st_r, st_h,
                        sdo_b, sdo_h, sdo_n, sdo_d, H, NW, BW, CHUNK, N, D, scale,
@@ -328,9 +338,15 @@ else:
     def _strides(*tensors: torch.Tensor) -> list[int]:
         return [s for t in tensors for s in t.stride()]
 
+    def _allow_tf32() -> bool:
+        """cuBLAS's fp32 matmul setting; torch >= 2.9 raises on reading the legacy `allow_tf32`
+        after the new `fp32_precision` API set "tf32", so that one is read first."""
+        prec = getattr(torch.backends.cuda.matmul, "fp32_precision", "none")
+        return prec == "tf32" if prec in ("tf32", "ieee") else torch.backends.cuda.matmul.allow_tf32
+
     def _consts(q: torch.Tensor, wh: int, ww: int) -> dict[str, object]:
         """Compile-time arguments shared by the kernels."""
-        ieee = q.dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32
+        ieee = q.dtype == torch.float32 and not _allow_tf32()
         return dict(WH=wh, WW=ww, BD=max(16, triton.next_power_of_2(q.shape[-1])),
                     PREC="ieee" if ieee else "tf32", F32DOT=INTERPRET)
 
@@ -339,7 +355,7 @@ else:
         b, h, n, d = q.shape
         out = torch.empty(k.shape, dtype=q.dtype, device=q.device)
         lse = torch.empty(k.shape[:3], dtype=torch.float32, device=q.device)
-        grid = lambda meta: (triton.cdiv(n, meta["BM"]), b * h)  # noqa: E731
+        grid = lambda meta: (triton.cdiv(n, meta["BM"]) * b * h,)  # noqa: E731
         _launch(_fwd_kernel)[grid](q, k, v, table, out, lse, *_strides(q, k, v, table),
                                    h, k.shape[0] // b, n, d, scale, **_consts(q, wh, ww))
         return out, lse
@@ -352,15 +368,15 @@ else:
         consts = _consts(q, wh, ww)
         strides = _strides(q, k, v, table, dout)
         delta = torch.empty_like(lse)
-        _launch(_delta_kernel)[(triton.cdiv(n, 64), bw * h)](dout, out, delta, *dout.stride(), h, n, d,
+        _launch(_delta_kernel)[(triton.cdiv(n, 64) * bw * h,)](dout, out, delta, *dout.stride(), h, n, d,
                                                                BD=consts["BD"], BM=64)
         dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
         dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
         common = (*strides, h, bw // b)
-        _launch(_dkdv_kernel)[lambda meta: (triton.cdiv(n, meta["BN"]), bw * h)](
+        _launch(_dkdv_kernel)[lambda meta: (triton.cdiv(n, meta["BN"]) * bw * h,)](
             q, k, v, table, dout, lse, delta, dk, dv, *common, n, d, scale, **consts)
-        _launch(_dq_kernel)[lambda meta: (triton.cdiv(n, meta["BM"]), b * h)](
+        _launch(_dq_kernel)[lambda meta: (triton.cdiv(n, meta["BM"]) * b * h,)](
             q, k, v, table, dout, lse, delta, dq, *common, n, d, scale, **consts)
         # Enough (dh, head, chunk) programs to fill a GPU; the chunking depends on shapes only.
         chunks = min(bw, triton.cdiv(TABLE_PROGRAMS, (2 * wh - 1) * h))
