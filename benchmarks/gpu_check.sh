@@ -25,10 +25,11 @@ stamp "build + install (CUDA_HOME=${CUDA_HOME:-unset})"
 timeout 270 $PY -m pip install -q --no-build-isolation --no-deps -e . 2>&1 | tail -n 5
 $PY -c "import poster_fast._C as C; print('poster_fast._C with_cuda =', C.with_cuda)"
 
-stamp "GPU tests (pytest -m cuda)"
-t=$(( $(left) - 220 )); t=$(( t > 120 ? 120 : t ))
+stamp "GPU tests (pytest -m cuda; whole-model and extension checks first, the Triton file last)"
+t=$(( $(left) - 200 )); t=$(( t > 180 ? 180 : t ))
 if [ "$t" -gt 20 ]; then
-  timeout "$t" $PY -m pytest tests -q -m cuda -p no:cacheprovider 2>&1 | tail -n 15 \
+  timeout "$t" $PY -m pytest tests/test_model.py tests/test_extension.py tests/test_optimize.py \
+    tests/test_triton_wmca.py -q -m cuda -p no:cacheprovider 2>&1 | tail -n 15 \
     || echo "!! GPU tests failed or were cut at ${t}s (rc=${PIPESTATUS[0]})"
 else
   echo "!! GPU tests skipped: the build left too little time"
