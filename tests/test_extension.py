@@ -184,3 +184,16 @@ def test_cuda_opcheck_and_explain() -> None:
                                  table_dtype=torch.float32)
     torch.library.opcheck(torch.ops.poster_fast.wmca_fwd.default, (q, k, v, table, 4, 4, 0.5))
     assert explain(q, k, v, table, case.window)["chosen"] in ("cuda", "triton")
+
+
+@needs_cuda
+@pytest.mark.cuda
+def test_cuda_refuses_oversized_tiles_cleanly() -> None:
+    # fp32, head_dim 128, 28x28 windows: the backward tiles exceed every GPU's shared memory.
+    case = Case(1, 1, 1, (28, 28), 128)
+    q, k, v, table = (t.detach() for t in make_inputs(case, torch.float32, device="cuda", seed=3))
+    out, lse = torch.ops.poster_fast.wmca_fwd(q, k, v, table, 28, 28, 0.1)
+    with pytest.raises(RuntimeError, match="shared memory"):
+        torch.ops.poster_fast.wmca_bwd(torch.ones_like(out), q, k, v, table, out, lse, 28, 28, 0.1)
+    torch.cuda.synchronize()  # no CUDA error left behind
+    check_backend(LEVELS["windows"], torch.float32, "cuda", device="cuda")

@@ -1,6 +1,7 @@
 // CUDA implementations of poster_fast::wmca_fwd / wmca_bwd: checks, allocation and the
 // current stream around the torch-free launchers in wmca_kernels.cu.
 #include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -37,6 +38,17 @@ cuda::Dims checked_dims(const Problem& p, const at::Tensor& q, double scale) {
           static_cast<int>(p.ww), static_cast<float>(scale)};
 }
 
+// Refuses, before any launch, a problem whose tiles exceed the current device's shared memory.
+void check_smem(size_t need, const cuda::Dims& d, const at::Tensor& q, const char* what) {
+  int limit = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin,
+                                        q.device().index()));
+  TORCH_CHECK(need <= static_cast<size_t>(limit), "poster_fast ", what, ": window ", d.wh, "x",
+              d.ww, ", head_dim ", d.head_dim, " and ", q.scalar_type(), " need ", need,
+              " bytes of shared memory per block, this GPU allows ", limit,
+              " (use a smaller head_dim or window, or float16/bfloat16)");
+}
+
 void check_launch(cudaError_t err, const char* what) {
   TORCH_CHECK(err == cudaSuccess, "poster_fast ", what, " failed: ", cudaGetErrorString(err),
               " (large windows or head_dim may exceed the shared memory of this GPU)");
@@ -49,6 +61,7 @@ std::tuple<at::Tensor, at::Tensor> fwd_cuda(const at::Tensor& q, const at::Tenso
   const cuda::Dims d = checked_dims(p, q, scale);
   const cuda::DType dt = kernel_dtype(q);
   const c10::cuda::CUDAGuard guard(q.device());
+  check_smem(cuda::forward_smem(dt, d), d, q, "wmca_fwd");
   const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
   const at::Tensor tc = table.to(at::kFloat).contiguous();
   at::Tensor out = at::empty(k.sizes(), qc.options());
@@ -68,6 +81,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bwd_cuda(
   const cuda::Dims d = checked_dims(p, q, scale);
   const cuda::DType dt = kernel_dtype(q);
   const c10::cuda::CUDAGuard guard(q.device());
+  check_smem(cuda::backward_smem(dt, d), d, q, "wmca_bwd");
   const auto as_q = [&](const at::Tensor& t) { return t.to(q.scalar_type()).contiguous(); };
   const at::Tensor gc = as_q(dout), qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous(),
                    oc = as_q(out);

@@ -21,6 +21,10 @@ constexpr int kMaxHeadDim = 128;
 cudaError_t forward(DType dtype, const void* q, const void* k, const void* v, const float* table,
                     void* out, float* lse, const Dims& d, cudaStream_t stream);
 
+// Dynamic shared memory per block (bytes) of the forward / backward kernels.
+size_t forward_smem(DType dtype, const Dims& d);
+size_t backward_smem(DType dtype, const Dims& d);
+
 // Floats of scratch memory `backward` needs.
 size_t backward_workspace(const Dims& d);
 

@@ -370,10 +370,14 @@ __global__ void table_reduce_kernel(const float* part, float* dtable, int images
   dtable[e] = acc;
 }
 
+// On failure also clears the runtime's last error, so that a refused call does not surface
+// later as the error of an unrelated kernel launch (e.g. torch's next launch check).
 template <class Kernel>
 cudaError_t allow_smem(Kernel kernel, size_t bytes) {
-  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                              static_cast<int>(bytes));
+  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             static_cast<int>(bytes));
+  if (e != cudaSuccess) cudaGetLastError();
+  return e;
 }
 
 template <class T>
@@ -400,11 +404,11 @@ cudaError_t backward_t(const void* dout, const void* q, const void* k, const voi
   const T* go = static_cast<const T*>(dout);
   const T *qt = static_cast<const T*>(q), *kt = static_cast<const T*>(k),
           *vt = static_cast<const T*>(v);
-  rowdot_kernel<T><<<ceil_div(rows, 256), 256, 0, stream>>>(go, static_cast<const T*>(out), di,
-                                                              rows, d.head_dim);
   const size_t bytes = BwdSmem<T>(d).bytes;
   if (cudaError_t e = allow_smem(dkdv_kernel<T>, bytes)) return e;
   if (cudaError_t e = allow_smem(dq_kernel<T>, bytes)) return e;
+  rowdot_kernel<T><<<ceil_div(rows, 256), 256, 0, stream>>>(go, static_cast<const T*>(out), di,
+                                                              rows, d.head_dim);
   dkdv_kernel<T><<<dim3(ceil_div(d.tokens, BN), d.heads, BW), kThreads, bytes, stream>>>(
       go, qt, kt, vt, table, lse, di, static_cast<T*>(dk), static_cast<T*>(dv), d);
   dq_kernel<T><<<dim3(tiles, d.heads, d.batch), kThreads, bytes, stream>>>(
@@ -422,6 +426,22 @@ cudaError_t forward(DType dtype, const void* q, const void* k, const void* v, co
     case DType::kFloat16: return forward_t<__half>(q, k, v, table, out, lse, d, stream);
     case DType::kBFloat16: return forward_t<__nv_bfloat16>(q, k, v, table, out, lse, d, stream);
     default: return forward_t<float>(q, k, v, table, out, lse, d, stream);
+  }
+}
+
+size_t forward_smem(DType dtype, const Dims& d) {
+  switch (dtype) {
+    case DType::kFloat16: return FwdSmem<__half>(d).bytes;
+    case DType::kBFloat16: return FwdSmem<__nv_bfloat16>(d).bytes;
+    default: return FwdSmem<float>(d).bytes;
+  }
+}
+
+size_t backward_smem(DType dtype, const Dims& d) {
+  switch (dtype) {
+    case DType::kFloat16: return BwdSmem<__half>(d).bytes;
+    case DType::kBFloat16: return BwdSmem<__nv_bfloat16>(d).bytes;
+    default: return BwdSmem<float>(d).bytes;
   }
 }
 
