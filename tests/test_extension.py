@@ -36,7 +36,7 @@ def check_backend(case: Case, dtype: torch.dtype, backend: str, device: str = "c
     exact, same = reference_results(inputs, case.window, grad)
     got = forward_and_grads(inputs, case.window, backend, grad)
     assert got[0].dtype == dtype and got[4].dtype == inputs[3].dtype
-    assert_within_reference_error(got, exact, same, dtype, factor)
+    assert_within_reference_error(got, exact, same, factor)
 
 
 @pytest.mark.parametrize("name", sorted(LEVELS))

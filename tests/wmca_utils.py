@@ -72,11 +72,10 @@ def reference_results(inputs, window, grad_out, scale=None):
 NAMES = ("out", "dq", "dk", "dv", "d_table")
 
 
-def assert_within_reference_error(got, exact, same, dtype, factor: float = 3.0):
+def assert_within_reference_error(got, exact, same, factor: float = 3.0):
     """Each of got[i] must be within factor * (same-dtype reference error) of the fp64 result.
 
-    `dtype` is the inputs' dtype (kept for the callers' readability); the absolute floor follows
-    each result's own dtype (d_table comes back in the table's dtype).
+    The absolute floor follows each result's own dtype (d_table comes back in the table's dtype).
     """
     for name, g, e, s in zip(NAMES, got, exact, same):
         assert g.shape == e.shape, f"{name}: shape {tuple(g.shape)} != {tuple(e.shape)}"
