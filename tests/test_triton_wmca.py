@@ -24,6 +24,8 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0:DeprecationWarning"),
 ]
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+if triton_wmca.triton is not None:
+    from poster_fast.ops.triton import kernels, launch
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
@@ -36,7 +38,7 @@ def _first_config_only_on_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     ones up to ~30 s each at D=128); tests use each kernel's first config, the benchmarks tune."""
     if DEVICE == "cuda":
         for name in ("_fwd_kernel", "_dkdv_kernel", "_dq_kernel", "_dtable_kernel"):
-            kernel = getattr(triton_wmca, name)
+            kernel = getattr(kernels, name)
             monkeypatch.setattr(kernel, "configs", kernel.configs[:1])
 
 
@@ -134,15 +136,15 @@ def test_tf32_setting_from_either_torch_api() -> None:
     try:
         for prec in ("tf32", "ieee"):
             matmul.fp32_precision = prec
-            assert triton_wmca._consts(q, 2, 2)["PREC"] == prec
-            assert triton_wmca._consts(q.half(), 2, 2)["PREC"] == "tf32"  # ignored for half dots
+            assert launch._consts(q, 2, 2)["PREC"] == prec
+            assert launch._consts(q.half(), 2, 2)["PREC"] == "tf32"  # ignored for half dots
     finally:
         matmul.fp32_precision = old
 
 
 def test_table_gradient_is_deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
     # 8 windows in chunks of 3, 3, 2 (10 x 3 table programs)
-    monkeypatch.setattr(triton_wmca, "TABLE_PROGRAMS", 30)
+    monkeypatch.setattr(launch, "TABLE_PROGRAMS", 30)
     case = Case(4, 2, 2, (3, 5), 16)
     inputs = make_inputs(case, F32, DEVICE)
     grad_out = torch.randn(8, 2, 15, 16, device=DEVICE)
