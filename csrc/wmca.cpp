@@ -5,6 +5,10 @@
 #include <torch/extension.h>
 #include <torch/library.h>
 
+#ifdef WITH_CUDA
+#include "cuda/wmca_cuda.h"
+#endif
+
 namespace poster_fast {
 
 namespace {
@@ -71,10 +75,26 @@ TORCH_LIBRARY(poster_fast, m) {
         " int wh, int ww, float scale) -> (Tensor dq, Tensor dk, Tensor dv, Tensor dtable)");
 }
 
-// A Python module so that `import poster_fast._C` loads the library (and its registrations).
+// A Python module so that `import poster_fast._C` loads the library (and its registrations),
+// and the CUDA kernels' limits, so that Python selects backends by the launcher's own rules.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #ifdef WITH_CUDA
   m.attr("with_cuda") = true;
+  m.attr("cuda_max_head_dim") = poster_fast::cuda::kMaxHeadDim;
+  m.def(
+      "cuda_unsupported",
+      [](const std::string& dtype, int64_t batch, int64_t windows, int64_t heads, int64_t tokens,
+         int64_t head_dim, int64_t wh, int64_t ww, size_t max_smem) {
+        using poster_fast::cuda::DType;
+        TORCH_CHECK(dtype == "float32" || dtype == "float16" || dtype == "bfloat16",
+                    "dtype: expected float32, float16 or bfloat16, got ", dtype);
+        const DType dt = dtype == "float16"    ? DType::kFloat16
+                         : dtype == "bfloat16" ? DType::kBFloat16
+                                               : DType::kFloat32;
+        return poster_fast::cuda::unsupported(dt, batch, windows, heads, tokens, head_dim, wh, ww,
+                                              max_smem);
+      },
+      "Why the CUDA kernels cannot run a problem ('' when they can).");
 #else
   m.attr("with_cuda") = false;
 #endif

@@ -6,7 +6,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include <limits>
+#include <string>
 
 #include "../wmca.h"
 #include "wmca_cuda.h"
@@ -24,29 +24,19 @@ cuda::DType kernel_dtype(const at::Tensor& q) {
   }
 }
 
-cuda::Dims checked_dims(const Problem& p, const at::Tensor& q, double scale) {
+// The problem as kernel dims, after the limits of cuda::unsupported (the current device's
+// opt-in shared memory included) have been checked.
+cuda::Dims checked_dims(const Problem& p, const at::Tensor& q, cuda::DType dt, double scale) {
   TORCH_CHECK(q.is_cuda(), "poster_fast CUDA kernel called with tensors on ", q.device());
-  TORCH_CHECK(p.head_dim <= cuda::kMaxHeadDim, "poster_fast CUDA kernels support head_dim <= ",
-              cuda::kMaxHeadDim, ", got ", p.head_dim);
-  TORCH_CHECK(p.batch * p.windows <= 65535 && p.heads <= 65535,
-              "poster_fast CUDA kernels support B*nW <= 65535 and H <= 65535");
-  TORCH_CHECK(p.batch * p.windows * p.heads * p.tokens * p.head_dim <
-                  std::numeric_limits<int>::max(),
-              "poster_fast CUDA kernels: k has too many elements for 32-bit row indices");
+  int smem = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin,
+                                        q.device().index()));
+  const std::string why = cuda::unsupported(dt, p.batch, p.windows, p.heads, p.tokens,
+                                            p.head_dim, p.wh, p.ww, static_cast<size_t>(smem));
+  TORCH_CHECK(why.empty(), "poster_fast CUDA kernels: ", why);
   return {static_cast<int>(p.batch), static_cast<int>(p.windows), static_cast<int>(p.heads),
           static_cast<int>(p.tokens), static_cast<int>(p.head_dim), static_cast<int>(p.wh),
           static_cast<int>(p.ww), static_cast<float>(scale)};
-}
-
-// Refuses, before any launch, a problem whose tiles exceed the current device's shared memory.
-void check_smem(size_t need, const cuda::Dims& d, const at::Tensor& q, const char* what) {
-  int limit = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin,
-                                        q.device().index()));
-  TORCH_CHECK(need <= static_cast<size_t>(limit), "poster_fast ", what, ": window ", d.wh, "x",
-              d.ww, ", head_dim ", d.head_dim, " and ", q.scalar_type(), " need ", need,
-              " bytes of shared memory per block, this GPU allows ", limit,
-              " (use a smaller head_dim or window, or float16/bfloat16)");
 }
 
 void check_launch(cudaError_t err, const char* what) {
@@ -58,10 +48,9 @@ std::tuple<at::Tensor, at::Tensor> fwd_cuda(const at::Tensor& q, const at::Tenso
                                             const at::Tensor& v, const at::Tensor& table,
                                             int64_t wh, int64_t ww, double scale) {
   const Problem p = check_forward(q, k, v, table, wh, ww);
-  const cuda::Dims d = checked_dims(p, q, scale);
   const cuda::DType dt = kernel_dtype(q);
   const c10::cuda::CUDAGuard guard(q.device());
-  check_smem(cuda::forward_smem(dt, d), d, q, "wmca_fwd");
+  const cuda::Dims d = checked_dims(p, q, dt, scale);
   const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
   const at::Tensor tc = table.to(at::kFloat).contiguous();
   at::Tensor out = at::empty(k.sizes(), qc.options());
@@ -78,10 +67,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bwd_cuda(
     const at::Tensor& table, const at::Tensor& out, const at::Tensor& lse, int64_t wh, int64_t ww,
     double scale) {
   const Problem p = check_backward(dout, q, k, v, table, out, lse, wh, ww);
-  const cuda::Dims d = checked_dims(p, q, scale);
   const cuda::DType dt = kernel_dtype(q);
   const c10::cuda::CUDAGuard guard(q.device());
-  check_smem(cuda::backward_smem(dt, d), d, q, "wmca_bwd");
+  const cuda::Dims d = checked_dims(p, q, dt, scale);
   const auto as_q = [&](const at::Tensor& t) { return t.to(q.scalar_type()).contiguous(); };
   const at::Tensor gc = as_q(dout), qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous(),
                    oc = as_q(out);

@@ -4,6 +4,8 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
+#include <string>
 
 namespace poster_fast::cuda {
 
@@ -15,6 +17,12 @@ struct Dims {
 };
 
 constexpr int kMaxHeadDim = 128;
+
+// Why the kernels cannot run this problem ("" when they can): head_dim, grid and 32-bit index
+// limits and the shared memory of the tiles against `max_smem` (the device's opt-in shared
+// memory per block, bytes). The one source of these limits for the launcher and for Python.
+std::string unsupported(DType dtype, int64_t batch, int64_t windows, int64_t heads,
+                        int64_t tokens, int64_t head_dim, int64_t wh, int64_t ww, size_t max_smem);
 
 // q (B,H,N,D); k, v, out, dout, dq/dk/dv (B*nW,H,N,D) and (B,H,N,D) for dq, all contiguous in
 // `dtype`; table and dtable (rows,H) float32; lse (B*nW,H,N) float32.

@@ -11,7 +11,10 @@
 #include <cuda_fp16.h>
 #include <mma.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <limits>
+#include <string>
 #include <type_traits>
 
 #include "wmca_cuda.h"
@@ -465,6 +468,30 @@ cudaError_t backward(DType dtype, const void* dout, const void* q, const void* k
       return backward_t<float>(dout, q, k, v, out, table, lse, dq, dk, dv, dtable, workspace, d,
                                stream);
   }
+}
+
+std::string unsupported(DType dtype, int64_t batch, int64_t windows, int64_t heads,
+                        int64_t tokens, int64_t head_dim, int64_t wh, int64_t ww,
+                        size_t max_smem) {
+  if (head_dim > kMaxHeadDim)
+    return "head_dim " + std::to_string(head_dim) + " > " + std::to_string(kMaxHeadDim);
+  // Grid axes y (heads) and z (B*nW windows, or B images) are capped at 65535 by CUDA.
+  if (batch * windows > 65535 || heads > 65535)
+    return "B*nW = " + std::to_string(batch * windows) + " and H = " + std::to_string(heads) +
+           " must be <= 65535 (CUDA grid axes y and z)";
+  if (batch * windows * heads * tokens * head_dim >= std::numeric_limits<int>::max())
+    return "k has " + std::to_string(batch * windows * heads * tokens * head_dim) +
+           " elements: more than 32-bit row indices address";
+  const Dims d{static_cast<int>(batch), static_cast<int>(windows), static_cast<int>(heads),
+               static_cast<int>(tokens), static_cast<int>(head_dim), static_cast<int>(wh),
+               static_cast<int>(ww), 1.f};
+  const size_t need = std::max(forward_smem(dtype, d), backward_smem(dtype, d));
+  if (need > max_smem)
+    return "window " + std::to_string(wh) + "x" + std::to_string(ww) + " with head_dim " +
+           std::to_string(head_dim) + " needs " + std::to_string(need) +
+           " bytes of shared memory per block, the GPU allows " + std::to_string(max_smem) +
+           " (use float16/bfloat16, a smaller head_dim or window)";
+  return "";
 }
 
 }  // namespace poster_fast::cuda
