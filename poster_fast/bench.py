@@ -162,7 +162,7 @@ def op_function(name: str, case: OpCase) -> OpFn:
 
 def skip_reasons(name: str, case: OpCase, requested: bool) -> list[str]:
     """Why `name` is not timed for `case` (empty when it is). Slow CPU paths run only on request."""
-    from .ops import check_inputs, dispatch
+    from .ops import check_inputs, reasons
 
     q, k, v = case.sets[0]
     cpu = case.device.type == "cpu"
@@ -173,7 +173,7 @@ def skip_reasons(name: str, case: OpCase, requested: bool) -> list[str]:
             return ["timed on CUDA only (on CPU: no backward, slow Inductor C++ compile); "
                     "request it with --backends flex"]
         return []
-    why = dispatch.reasons(name, check_inputs(q, k, v, case.table, case.window))
+    why = reasons(name, check_inputs(q, k, v, case.table, case.window))
     if not why and name == "triton" and cpu and not requested:
         why = ["interpreter only on CPU (very slow); request it with --backends triton"]
     return why

@@ -10,14 +10,15 @@ from dataclasses import dataclass
 
 import torch
 
-from poster_fast.ops import reference, window_cross_attention
+from poster_fast.ops import window_cross_attention
 from poster_fast.ops.validate import table_rows
 
 # The absolute floor is a few units in the last place of values of order 1 in each dtype.
 ABS_FLOOR = {torch.float64: 1e-12, torch.float32: 4e-7, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+NAMES = ("out", "dq", "dk", "dv", "d_table")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Case:
     batch: int
     windows: int
@@ -28,6 +29,15 @@ class Case:
     @property
     def tokens(self) -> int:
         return self.window[0] * self.window[1]
+
+    @property
+    def out_shape(self) -> tuple[int, int, int, int]:
+        return (self.batch * self.windows, self.heads, self.tokens, self.head_dim)
+
+
+def strided(t: torch.Tensor) -> torch.Tensor:
+    """The same values in a non-contiguous layout (last two dims transposed in memory)."""
+    return t.transpose(-1, -2).contiguous().transpose(-1, -2)
 
 
 def make_inputs(case: Case, dtype: torch.dtype, device: str = "cpu", seed: int | None = None,
@@ -42,14 +52,14 @@ def make_inputs(case: Case, dtype: torch.dtype, device: str = "cpu", seed: int |
     def rand(*shape, std=1.0):
         return torch.randn(*shape, generator=gen, dtype=torch.float64) * std
 
-    tensors = [rand(case.batch, h, n, d), rand(case.batch * case.windows, h, n, d),
-               rand(case.batch * case.windows, h, n, d), rand(table_rows(case.window), h, std=0.5)]
+    tensors = [rand(case.batch, h, n, d), rand(*case.out_shape), rand(*case.out_shape),
+               rand(table_rows(case.window), h, std=0.5)]
     dtypes = [dtype, dtype, dtype, table_dtype or dtype]
     out = []
     for t, dt in zip(tensors, dtypes):
         t = t.to(device=device, dtype=dt)
         if noncontiguous:
-            t = t.transpose(-1, -2).contiguous().transpose(-1, -2)
+            t = strided(t)
             assert not t.is_contiguous() or t.shape[-1] == 1 or t.shape[-2] == 1
         out.append(t.requires_grad_())
     return out
@@ -69,15 +79,12 @@ def reference_results(inputs, window, grad_out, scale=None):
     return exact, same
 
 
-NAMES = ("out", "dq", "dk", "dv", "d_table")
-
-
-def assert_within_reference_error(got, exact, same, factor: float = 3.0):
+def assert_within_reference_error(got, exact, same, factor: float = 3.0, names=NAMES):
     """Each of got[i] must be within factor * (same-dtype reference error) of the fp64 result.
 
     The absolute floor follows each result's own dtype (d_table comes back in the table's dtype).
     """
-    for name, g, e, s in zip(NAMES, got, exact, same):
+    for name, g, e, s in zip(names, got, exact, same, strict=True):
         assert g.shape == e.shape, f"{name}: shape {tuple(g.shape)} != {tuple(e.shape)}"
         assert torch.isfinite(g).all(), f"{name}: non-finite values"
         err = (g.double() - e).abs().max().item()
@@ -85,3 +92,24 @@ def assert_within_reference_error(got, exact, same, factor: float = 3.0):
         scale = max(e.abs().max().item(), 1.0)
         bound = factor * base + ABS_FLOOR[g.dtype] * scale
         assert err <= bound, f"{name}: error {err:.3e} > {factor} x reference error {base:.3e} + floor"
+
+
+def check_backend(backend: str, case: Case, dtype: torch.dtype, device: str = "cpu",
+                  table_dtype: torch.dtype | None = None, noncontiguous: bool = False,
+                  scale: float | None = None, inputs=None,
+                  grad_out: torch.Tensor | None = None, factor: float = 3.0) -> list[torch.Tensor]:
+    """Forward and all four gradients of `backend` against the policy; returns its results.
+
+    Fresh random inputs and output gradient unless `inputs` / `grad_out` are given."""
+    inputs = inputs or make_inputs(case, dtype, device, table_dtype=table_dtype,
+                                   noncontiguous=noncontiguous)
+    if grad_out is None:
+        grad_out = torch.randn(case.out_shape, dtype=torch.float64).to(device=device, dtype=dtype)
+    if noncontiguous:
+        grad_out = strided(grad_out)
+    got = forward_and_grads(inputs, case.window, backend, grad_out, scale)
+    for name, g, like in zip(NAMES, got, [inputs[0]] + list(inputs)):
+        assert (g.dtype, g.device) == (like.dtype, like.device), f"{name}: {g.dtype} on {g.device}"
+    exact, same = reference_results(inputs, case.window, grad_out, scale)
+    assert_within_reference_error(got, exact, same, factor)
+    return got

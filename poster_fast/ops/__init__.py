@@ -2,19 +2,30 @@
 
 `window_cross_attention(q, k, v, rpb_table, window_size)` computes, for every window w of
 image b, softmax(scale * q[b] k[b*nW+w]^T + bias) v[b*nW+w], with the Swin relative position
-bias gathered from `rpb_table`. Backends: "reference" (pure PyTorch), plus the fused ones
-that register themselves on import when they are available. `explain` says which one
-`backend="auto"` picks and why the others were skipped.
+bias gathered from `rpb_table`. The backends (ops/backends/, one module each) declare what they
+support as data (ops/backend.py); `backend="auto"` takes the first one, in priority order, that
+can run the problem, `explain` says which and why each other one was skipped, and
+`reasons(name, problem)` why a given one cannot run.
+
+Layout: validate.py (argument checks, `WindowProblem`), reference.py (the pure-PyTorch
+specification), backend.py (the contract, registry and selection), backends/ (the
+declarations), autograd.py (fake kernels and autograd of the compiled ops), extension.py
+(poster_fast._C), triton/ (the Triton kernels and their torch ops, loaded on first use).
 """
 from __future__ import annotations
 
 import torch
 
-from . import dispatch, reference
-from .dispatch import Backend, register, registered
+from . import backends, reference  # noqa: F401  (importing backends registers them)
+from .backend import Backend, register, registered, select
+from .backend import explain as _explain
+from .backend import reasons as _reasons
 from .validate import WindowProblem, check_inputs
 
-register(Backend("reference", reference.run, reference.not_supported_reasons))
+
+def reasons(name: str, problem: WindowProblem) -> list[str]:
+    """Why backend `name` cannot run `problem` (empty when it can)."""
+    return _reasons(name, problem)
 
 
 def window_cross_attention(
@@ -26,14 +37,14 @@ def window_cross_attention(
     scale: float | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
-    """W-MCSA forward (differentiable in q, k, v and rpb_table).
+    """W-MCSA forward (differentiable in q, k, v and rpb_table, to any order).
 
     q: (B, H, N, D) one query set per image; k, v: (B*nW, H, N, D) window-major per image;
     rpb_table: ((2Wh-1)*(2Ww-1), H); window_size: int or (Wh, Ww) with N = Wh*Ww;
     scale defaults to D**-0.5. Returns (B*nW, H, N, D) in q's dtype.
     """
     problem = check_inputs(q, k, v, rpb_table, window_size, scale)
-    return dispatch.select(backend, problem).run(q, k, v, rpb_table, problem)
+    return select(backend, problem).run(q, k, v, rpb_table, problem)
 
 
 def explain(
@@ -44,15 +55,12 @@ def explain(
     window_size: int | tuple[int, int],
     scale: float | None = None,
 ) -> dict[str, object]:
-    """Which backend `auto` would pick for these inputs, and why each other one was skipped."""
-    problem = check_inputs(q, k, v, rpb_table, window_size, scale)
-    skipped = dispatch.explain_problem(problem)
-    chosen = next(name for name, why in skipped.items() if not why)
-    return {"chosen": chosen, "skipped": {n: w for n, w in skipped.items() if w}}
+    """{"chosen": the backend `auto` picks, "skipped": {every other backend: its reasons}}."""
+    report = _explain(check_inputs(q, k, v, rpb_table, window_size, scale))
+    chosen = next(name for name, why in report.items() if not why)
+    return {"chosen": chosen, "skipped": {name: why or [f"{chosen!r} comes first in auto's order"]
+                                          for name, why in report.items() if name != chosen}}
 
 
-# Each fused backend registers itself; a missing dependency becomes a reason, not an ImportError.
-from . import extension, triton_wmca  # noqa: E402,F401
-
-__all__ = ["window_cross_attention", "explain", "registered", "check_inputs", "WindowProblem",
-           "reference", "Backend", "register"]
+__all__ = ["window_cross_attention", "explain", "reasons", "registered", "check_inputs",
+           "WindowProblem", "Backend", "register", "reference"]
