@@ -46,7 +46,6 @@ else
               --backends triton,cpu,reference,sdpa_mask)
   CAPS=(machine 60 500 build 240 330 import 60 300 tests 120 250 all-configs 60 240 bench 400 15)
 fi
-export POSTER_FAST_TRITON_CONFIGS=first  # tests: one autotune config per kernel (the bench unsets it)
 DEADLINE=$((SECONDS + BUDGET))
 N=0
 
@@ -115,17 +114,22 @@ print(\"machine:\", \"python\", sys.version.split()[0], \"| torch\", torch.__ver
       torch.version.cuda, \"| triton\", tv, \"| gpu\", gpu)"' "$PY"
 
 if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then export CUDA_HOME=/usr/local/cuda; fi
-run_step build "$(limit_for build)" env "${BUILD_ENV[@]}" "$PY" setup.py build_ext --inplace
+run_step build "$(limit_for build)" env ${BUILD_ENV[@]+"${BUILD_ENV[@]}"} "$PY" setup.py build_ext --inplace
 run_step import "$(limit_for import)" "$PY" -c \
   "import poster_fast._C as C; print('poster_fast._C: with_cuda =', C.with_cuda)"
 
-# Every cuda-marked test but the every-config file, then that file alone (when it exists).
+# pytest with SIGINT restored (a background job inherits it ignored), so a cut run still prints
+# its tally. Every cuda-marked test but the every-config file (one autotune config per kernel),
+# then that file alone when it exists (with the default configs: it runs every one itself).
+PYTEST=("$PY" -c 'import signal, sys, pytest
+signal.signal(signal.SIGINT, signal.default_int_handler)
+sys.exit(pytest.main(sys.argv[1:]))')
 ALL_CONFIGS=tests/test_triton_kernels.py
-run_step tests "$(limit_for tests)" "$PY" -m pytest tests -m cuda --ignore="$ALL_CONFIGS" \
-  "${PYTEST_RUN[@]}" -p no:cacheprovider
+run_step tests "$(limit_for tests)" env POSTER_FAST_TRITON_CONFIGS=first "${PYTEST[@]}" tests -m cuda \
+  --ignore="$ALL_CONFIGS" "${PYTEST_RUN[@]}" -p no:cacheprovider
 if [ -f "$ALL_CONFIGS" ]; then
-  run_step all-configs "$(limit_for all-configs)" "$PY" -m pytest "$ALL_CONFIGS" -m cuda \
-    "${PYTEST_RUN[@]}" -p no:cacheprovider
+  run_step all-configs "$(limit_for all-configs)" env -u POSTER_FAST_TRITON_CONFIGS "${PYTEST[@]}" \
+    "$ALL_CONFIGS" -m cuda "${PYTEST_RUN[@]}" -p no:cacheprovider
 else
   printf 'all-configs\tabsent\t-\t0\t-\t-\n' >> "$STEPS"
   say "== [${SECONDS}s] all-configs: absent ($ALL_CONFIGS is not in this tree)"

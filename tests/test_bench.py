@@ -4,6 +4,7 @@ bytes, % of peak), one backend list, and clear errors for bad options."""
 import ast
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -141,7 +142,9 @@ def test_command_exits_130_when_interrupted(tmp_path, monkeypatch):
     path = tmp_path / "b.json"
     argv = ["bench", "--device", "cpu", "--levels", "3", "--batch", "1", "--sections", "ops",
             "--backends", "reference", "--json", str(path)]
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     assert main(argv) == 130 and json.loads(path.read_text())["ops"][0]["status"] == "cut"
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # restored
 
 
 def test_failing_backend_is_reported_not_fatal(monkeypatch):

@@ -8,9 +8,12 @@ standard library is imported here: torch and the kernels load when the command r
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..benchmarking.config import BASELINES, DTYPE_NAMES, LEVELS, SECTIONS, Config
 
@@ -80,8 +83,25 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from ..benchmarking.runner import run as run_bench
 
-    result = run_bench(cfg, command_line(args), args.json)
+    with _interruptible():
+        result = run_bench(cfg, command_line(args), args.json)
     return INTERRUPTED if result["cut"] == "interrupted (SIGINT)" else 0
+
+
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt while the bench runs, so a timeout stops it
+    cleanly (tables printed, JSON written) even where the parent ignored SIGINT, as shells do for
+    background jobs. Only the main thread can set handlers; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def resolve(args: argparse.Namespace) -> Config | str:
