@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # Triton runs through its interpreter where no CUDA GPU is visible.
 INTERPRET = $$($(PY) -c "import torch; print(0 if torch.cuda.is_available() else 1)")
 
-.PHONY: setup test bench cuda-build-check clean
+.PHONY: setup test bench gpu-check-dry-run cuda-build-check clean
 
 ifeq ($(PY),$(VENV)/bin/python)
 $(VENV)/bin/python:
@@ -32,6 +32,14 @@ test: setup
 
 bench: setup
 	TRITON_INTERPRET=$(INTERPRET) $(PY) -m poster_fast bench $(BENCH_ARGS)
+
+# benchmarks/gpu_check.sh rehearsed on the CPU (its own CPU-only build, Triton interpreter, tiny
+# sizes); fails when a step fails. Logs and JSON under $OUT (default ./bench-out).
+ifeq ($(PY),$(VENV)/bin/python)
+gpu-check-dry-run: $(VENV)/.deps
+endif
+gpu-check-dry-run:
+	PY=$(PY) bash benchmarks/gpu_check.sh --dry-run
 
 # CUDA compile check without a GPU: a second venv with a CUDA torch (2.14.1, ~5.5 GB) builds
 # poster_fast._C with the CUDA kernels for sm_80 and sm_90 out of tree (build/cuda-*), then runs

@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("budget", "bench", "predict", "train")
+COMMAND_MODULES = ("budget", "commands.bench", "predict", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,21 +1,37 @@
-"""`poster-fast bench`: end to end in --quick mode (a smoke test: no timing asserts), its JSON
-keys, the budget it reports, and clear errors for bad options."""
+"""`poster-fast bench` and benchmarks/gpu_check.sh: a quick run end to end (a smoke test: no
+timing asserts), the JSON written row by row and kept when a run is cut, the floors (FLOPs,
+bytes, % of peak), one backend list, and clear errors for bad options."""
+import ast
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from poster_fast import bench
+from poster_fast.benchmarking import cards, config, model, op, report, runner
+from poster_fast.benchmarking.timing import Progress
 from poster_fast.cli import main
 
-META_KEYS = {"date", "device", "device_name", "cpu_threads", "torch", "triton", "python", "command",
+ROOT = Path(__file__).resolve().parents[1]
+META_KEYS = {"date", "device", "device_name", "card", "cpu_threads", "torch", "triton", "python", "command",
              "quick", "batch", "model_batch", "dtypes", "levels", "backends", "sections", "warmup",
-             "iters", "model_warmup", "model_iters", "timing", "flops", "error"}
+             "iters", "model_warmup", "model_iters", "time_limit", "timing", "flops", "bytes", "peak", "error"}
 OP_KEYS = {"level", "window", "heads", "tokens", "head_dim", "batch", "dtype", "backend", "status", "reason"}
-OP_TIMED_KEYS = {"fwd_ms", "fwdbwd_ms", "fwd_tflops", "fwdbwd_tflops", "max_rel_err", "fwd_speedup",
-                 "fwdbwd_speedup"}
-MODEL_ROW_KEYS = {"backend", "dtype", "batch", "infer_ms", "infer_img_s", "train_ms", "latency_b1_ms",
-                  "infer_speedup", "train_speedup", "latency_b1_speedup"}
+FLOOR_KEYS = {"fwd_flops", "fwdbwd_flops", "fwd_bytes", "fwdbwd_bytes", "peak_tflops", "peak_gb_s"}
+TIMED_KEYS = {f"{p}_{k}" for p in op.PASSES for k in ("ms", "tflops", "gb_s", "flops_pct", "bw_pct", "speedup")}
+MODEL_ROW_KEYS = {"backend", "dtype", "batch", "status", "reason", "infer_ms", "infer_img_s", "train_ms",
+                  "latency_b1_ms", "infer_speedup", "train_speedup", "latency_b1_speedup"}
+
+
+def small_config(**changes) -> config.Config:
+    base = dict(device=torch.device("cpu"), batch=1, model_batch=1, dtypes=["fp32"], levels=[3],
+                backends=["reference", "sdpa_mask"], requested=set(), warmup=0, iters=1, model_warmup=0,
+                model_iters=1, sections=["ops"], quick=True, threads=1)
+    return config.Config(**{**base, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -25,35 +41,43 @@ def quick_run(tmp_path_factory):
     return json.loads(path.read_text())
 
 
-def test_quick_runs_end_to_end(quick_run, capsys):
-    assert quick_run["schema"] == bench.SCHEMA and quick_run["complete"] is True
-    assert set(quick_run) == {"schema", "complete", "meta", "budget", "ops", "model"}
+def test_quick_runs_end_to_end(quick_run):
+    assert quick_run["schema"] == config.SCHEMA and quick_run["complete"] is True and quick_run["cut"] is None
+    assert set(quick_run) == {"schema", "complete", "cut", "meta", "budget", "ops", "model"}
     assert META_KEYS <= set(quick_run["meta"]) and quick_run["meta"]["quick"] is True
     assert quick_run["meta"]["command"].startswith("poster-fast bench --quick --json ")
 
 
 def test_quick_op_rows(quick_run):
     rows = quick_run["ops"]
-    assert {r["level"] for r in rows} == set(bench.LEVELS)
+    assert {r["level"] for r in rows} == set(config.LEVELS)
     for row in rows:
-        assert OP_KEYS <= set(row) and row["status"] in ("ok", "skipped", "error")
+        assert OP_KEYS | FLOOR_KEYS <= set(row) and row["status"] in ("ok", "skipped")
         assert row["status"] == "ok" or row["reason"]
-        if row["status"] == "ok" and row["backend"] != "flex":  # flex has no backward on CPU
-            assert OP_TIMED_KEYS <= set(row) and row["max_rel_err"] < 1e-4
+        if row["status"] == "ok":
+            assert TIMED_KEYS <= set(row) and row["max_rel_err"] < 1e-4
+            if not torch.cuda.is_available():  # a CPU: no peak table entry
+                assert row["fwd_flops_pct"] is None and row["fwdbwd_bw_pct"] is None
     timed = {r["backend"] for r in rows if r["status"] == "ok"}
     assert {"reference", "sdpa_mask"} <= timed
+    # Timing order: the fused backends (registry order), the baselines, flex last of all.
+    names = [r["backend"] for r in rows]
+    fused = op.fused_backends()
+    assert names[-len(config.LEVELS):] == ["flex"] * len(config.LEVELS)
+    level1 = [r["backend"] for r in rows if r["level"] == 1 and r["backend"] != "flex"]
+    assert level1 == fused + ["reference", "sdpa_mask"]
     if not torch.cuda.is_available():  # slow CPU paths are skipped with a reason unless requested
         triton = [r for r in rows if r["backend"] == "triton"]
-        assert triton and all("interpreter only on CPU" in r["reason"] for r in triton)
+        assert triton and all("request it with --backends triton" in r["reason"] for r in triton)
         assert all("CUDA only" in r["reason"] for r in rows if r["backend"] == "flex")
 
 
 def test_quick_model_rows(quick_run):
-    model = quick_run["model"]
-    assert {"fast_backend", "fast_backend_rule", "rows", "notes"} <= set(model)
-    assert [r["backend"] for r in model["rows"]][0] == "reference"
-    for row in model["rows"]:
-        assert MODEL_ROW_KEYS <= set(row)
+    model_ = quick_run["model"]
+    assert {"fast_backend", "fast_backend_rule", "rows", "notes"} <= set(model_)
+    assert [r["backend"] for r in model_["rows"]][0] == "reference"
+    for row in model_["rows"]:
+        assert MODEL_ROW_KEYS <= set(row) and row["status"] == "ok"
 
 
 def test_budget_in_json(quick_run):
@@ -64,12 +88,157 @@ def test_budget_in_json(quick_run):
         assert abs(b["fvcore_macs"] - 8_612_845_056) <= 0.005 * 8_612_845_056
 
 
+# --------------------------------------------------------------------- row by row, cut runs
+def test_json_is_written_after_every_row(tmp_path, monkeypatch):
+    path = tmp_path / "bench.json"
+    seen: list[list[str]] = []
+    measure = op.measure_row
+
+    def spy(row, *args):  # the file on disk, just before each row is measured
+        seen.append([r["status"] for r in json.loads(path.read_text())["ops"]])
+        measure(row, *args)
+    monkeypatch.setattr(op, "measure_row", spy)
+    cfg = small_config(levels=[2, 3])
+    result = runner.run(cfg, json_path=path, progress=Progress(enabled=False))
+    assert seen == [["running", "pending", "pending", "pending"], ["ok", "running", "pending", "pending"],
+                    ["ok", "ok", "running", "pending"], ["ok", "ok", "ok", "running"]]
+    assert result["complete"] and json.loads(path.read_text()) == json.loads(json.dumps(result))
+
+
+def test_interrupted_run_keeps_finished_rows(tmp_path, monkeypatch, capsys):
+    """SIGINT (what gpu_check.sh's timeout sends) in the third row: the first two stay, the rest
+    are cut, the tables print, and the JSON says why."""
+    path = tmp_path / "bench.json"
+    measure, calls = op.measure_row, []
+
+    def interrupt_third(row, *args):
+        calls.append(row["backend"])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        measure(row, *args)
+    monkeypatch.setattr(op, "measure_row", interrupt_third)
+    cfg = small_config(levels=[2, 3], sections=["ops", "infer"])
+    result = runner.run(cfg, json_path=path, progress=Progress(enabled=False))
+    on_disk = json.loads(path.read_text())
+    assert [r["status"] for r in on_disk["ops"]] == ["ok", "ok", "cut", "cut"]
+    assert "fwd_ms" in on_disk["ops"][1] and on_disk["ops"][1]["fwd_speedup"] > 0
+    assert on_disk["complete"] is False and on_disk["cut"] == result["cut"] == "interrupted (SIGINT)"
+    assert on_disk["model"] is None  # never reached
+    assert "not run: interrupted" in capsys.readouterr().out
+
+
+def test_time_limit_cuts_rows_not_started(tmp_path):
+    cfg = small_config(time_limit=0.0, sections=["ops", "infer"])
+    result = runner.run(cfg, json_path=tmp_path / "b.json", progress=Progress(enabled=False))
+    rows = result["ops"] + result["model"]["rows"]
+    assert rows and all(r["status"] == "cut" and "time limit" in r["reason"] for r in rows)
+    assert result["complete"] is False and "time limit" in result["cut"]
+
+
+def test_command_exits_130_when_interrupted(tmp_path, monkeypatch):
+    def interrupt(row, *args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(op, "measure_row", interrupt)
+    path = tmp_path / "b.json"
+    argv = ["bench", "--device", "cpu", "--levels", "3", "--batch", "1", "--sections", "ops",
+            "--backends", "reference", "--json", str(path)]
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    assert main(argv) == 130 and json.loads(path.read_text())["ops"][0]["status"] == "cut"
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # restored
+
+
+def test_failing_backend_is_reported_not_fatal(monkeypatch):
+    def broken(name, case):
+        raise RuntimeError("kernel exploded")
+    monkeypatch.setattr(op, "op_function", broken)
+    result = runner.run(small_config(backends=["reference"]), progress=Progress(enabled=False))
+    row = result["ops"][0]
+    assert row["status"] == "error" and "kernel exploded" in row["reason"]
+    assert "error" in report.format_ops(result["ops"], None)
+
+
+# ------------------------------------------------------------------------------- floors
+def test_floors_of_level_3():
+    """FLOPs and minimum bytes, worked out by hand: level 3, batch 2, fp32, an fp32 table.
+    Q = KV = 2*8*49*32 = 25088 elements, 169*8 = 1352 table entries, L = 2*8*49 = 784."""
+    case = op.make_case(3, 2, torch.float32, torch.device("cpu"))
+    assert case.flops("fwd") == 4 * 2 * 8 * 49 * 49 * 32 and case.flops("fwdbwd") == 3.5 * case.flops("fwd")
+    assert case.bytes_moved("fwd") == 4 * (25088 + 3 * 25088) + 4 * 1352
+    assert case.bytes_moved("fwdbwd") == 4 * (3 * 25088 + 9 * 25088) + 3 * 4 * 1352 + 8 * 784
+    half = op.make_case(3, 2, torch.bfloat16, torch.device("cpu"))
+    assert half.bytes_moved("fwd") == 2 * (4 * 25088) + 2 * 1352  # the table is bf16 too
+
+
+@pytest.mark.parametrize("name,card", [
+    ("NVIDIA H100 80GB HBM3", "H100 SXM"), ("NVIDIA H100 PCIe", "H100 PCIe"), ("NVIDIA H100 NVL", "H100 NVL"),
+    ("NVIDIA H200", "H200 SXM"), ("NVIDIA H200 NVL", "H200 NVL"), ("NVIDIA A100-SXM4-80GB", "A100 SXM 80GB"),
+    ("NVIDIA A100-SXM4-40GB", "A100 SXM 40GB"), ("NVIDIA A100 80GB PCIe", "A100 PCIe 80GB"),
+    ("NVIDIA A100-PCIE-40GB", "A100 PCIe 40GB"), ("NVIDIA GeForce RTX 4090", None), ("", None), (None, None),
+])
+def test_card_table(name, card):
+    found = cards.card_for(name)
+    assert (found.name if found else None) == card
+
+
+def test_rates_and_percent_of_peak():
+    case = op.make_case(3, 2, torch.bfloat16, torch.device("cpu"))
+    h100 = cards.card_for("NVIDIA H100 80GB HBM3")
+    row, unknown = op._row(3, 2, "bf16", "triton"), op._row(3, 2, "bf16", "triton")
+    op.add_floors(row, case, h100)
+    op.add_rates(row, "fwd", 0.01, case, h100)  # 10 microseconds
+    tflops = case.flops("fwd") / 1e-5 / 1e12
+    gb_s = case.bytes_moved("fwd") / 1e-5 / 1e9
+    assert row["fwd_tflops"] == pytest.approx(tflops) and row["fwd_gb_s"] == pytest.approx(gb_s)
+    assert row["fwd_flops_pct"] == pytest.approx(100 * tflops / 989.5)  # dense BF16 peak
+    assert row["fwd_bw_pct"] == pytest.approx(100 * gb_s / 3350)
+    assert row["peak_tflops"] == 989.5 and h100.peak_tflops("fp32") == 494.5  # fp32 inputs: TF32
+    op.add_floors(unknown, case, None)
+    op.add_rates(unknown, "fwd", 0.01, case, None)
+    assert unknown["fwd_tflops"] == pytest.approx(tflops)
+    assert unknown["fwd_flops_pct"] is unknown["fwd_bw_pct"] is unknown["peak_tflops"] is None
+    table = report.format_ops([{**unknown, "status": "ok"}], None).splitlines()
+    assert "no % of peak" in table[1]
+    cells = table[4].split()
+    assert cells[cells.index("bf16") + 2:][3] == "-"  # fwd ms, x eager, TFLOP/s, then %pk
+
+
+def test_speedups_link_rows_timed_before_the_reference():
+    rows = [op._row(3, 1, "fp32", "triton"), op._row(3, 1, "fp32", "reference")]
+    rows[0].update(fwd_ms=1.0)
+    op.link_speedups(rows)
+    assert "fwd_speedup" not in rows[0]  # no reference time yet
+    rows[1].update(fwd_ms=4.0)
+    op.link_speedups(rows)
+    assert rows[0]["fwd_speedup"] == 4.0 and rows[1]["fwd_speedup"] == 1.0
+
+
+def test_model_speedups_and_plan():
+    rows = model.plan_rows(small_config(dtypes=["fp32", "bf16"]), "cpu")
+    assert [(r["dtype"], r["backend"]) for r in rows] == [
+        ("fp32", "reference"), ("fp32", "cpu"), ("fp32", "optimize(cpu)"),
+        ("bf16", "reference"), ("bf16", "cpu"), ("bf16", "optimize(cpu)")]
+    rows[0].update(train_ms=3.0)
+    rows[1].update(train_ms=2.0)
+    model.link_speedups(rows)
+    assert rows[1]["train_speedup"] == 1.5 and "train_speedup" not in rows[3]
+
+
+# ------------------------------------------------------------------------ backend list
+def test_backends_come_from_the_registry(monkeypatch):
+    monkeypatch.setattr(op.ops, "registered", lambda: ("zeta", "reference", "alpha"))
+    assert op.known_backends() == ["zeta", "alpha", "reference", "sdpa_mask", "flex"]
+    first, last = op.plan_rows(small_config(backends=op.known_backends(), levels=[3]))
+    assert [r["backend"] for r in first] == ["zeta", "alpha", "reference", "sdpa_mask"]
+    assert [r["backend"] for r in last] == ["flex"]
+
+
+# ------------------------------------------------------------------------------ options
 @pytest.mark.parametrize("argv,message", [
-    (["--backends", "nope"], "unknown backend 'nope'"),
     (["--batch", "0"], "expected an integer >= 1, got '0'"),
     (["--batch", "x"], "expected an integer >= 1, got 'x'"),
     (["--levels", "4"], "expected a comma-separated list from 1, 2, 3"),
     (["--dtypes", "fp8"], "expected a comma-separated list from fp32, bf16, fp16"),
+    (["--time-limit", "0"], "expected seconds >= 1, got '0'"),
 ])
 def test_clear_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -77,21 +246,70 @@ def test_clear_errors(argv, message, capsys):
     assert exc.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_unknown_backend_one_line(capsys):
+    assert main(["bench", "--backends", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--backends: unknown backend 'nope'; known: " in err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
 def test_cuda_requested_without_gpu(capsys):
-    with pytest.raises(SystemExit):
-        main(["bench", "--device", "cuda"])
-    assert "no CUDA GPU is visible" in capsys.readouterr().err
+    assert main(["bench", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err == "poster-fast bench: error: --device cuda: no CUDA GPU is visible to torch\n"
 
 
-def test_failing_backend_is_reported_not_fatal(monkeypatch):
-    case = bench.make_case(3, 1, torch.float32, torch.device("cpu"))
+def test_command_module_imports_only_the_standard_library():
+    """`poster-fast --help` must not load torch for the bench: the command module and the
+    library modules it imports at module level use the standard library only."""
+    light = {"poster_fast.benchmarking.config", "poster_fast.benchmarking.cards", "poster_fast.benchmarking.report"}
+    for module in ["poster_fast.commands.bench", *light]:
+        tree = ast.parse((ROOT / (module.replace(".", "/") + ".py")).read_text())
+        package = module.rsplit(".", 1)[0]
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module if not node.level else
+                         ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]) + "." + node.module]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] in sys.stdlib_module_names or name in light, (module, name)
 
-    def broken(name, case):
-        raise RuntimeError("kernel exploded")
-    monkeypatch.setattr(bench, "op_function", broken)
-    cfg = bench.Config(torch.device("cpu"), 1, 1, ["fp32"], [3], ["reference"], set(), 0, 1, 0, 1,
-                       ["ops"], False, 1)
-    rows = bench.op_rows(cfg, bench.Progress(enabled=False))
-    assert rows[0]["status"] == "error" and "kernel exploded" in rows[0]["reason"]
-    assert "error" in bench.format_ops(rows) and case.fwd_flops == 4 * 8 * 49 * 49 * 32
+
+# -------------------------------------------------------------------------- gpu_check
+def test_gpu_check_summary_prints_when_no_time_is_left(tmp_path):
+    """With no budget every step is cut before it starts; the summary still prints what was cut."""
+    env = {**os.environ, "OUT": str(tmp_path), "GPU_CHECK_BUDGET": "1", "PY": sys.executable}
+    proc = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    out = proc.stdout
+    assert proc.returncode == 3, out + proc.stderr
+    assert "GPU check summary (dry-run" in out and "bench: no JSON" in out
+    for step in ("machine", "build", "import", "tests", "bench"):
+        assert any(line.split()[:2] == [step, "cut"] for line in out.splitlines()), step
+    assert "RESULT: not all ran" in out
+    assert (tmp_path / "gpu_check" / "summary.txt").read_text() in out
+
+
+def test_gpu_check_summary_of_a_cut_run(tmp_path):
+    ops_ = [{**op._row(1, 144, "bf16", "triton"), "status": "ok", "fwd_ms": 0.1, "fwd_speedup": 12.0,
+             "fwd_tflops": 230.0, "fwd_flops_pct": 23.2, "fwd_gb_s": 900.0, "fwd_bw_pct": 26.9},
+            {**op._row(1, 144, "bf16", "cpu"), "status": "skipped", "reason": "inputs are on cuda"},
+            {**op._row(1, 144, "bf16", "flex"), "status": "pending"}]
+    bench = {"complete": False, "cut": None, "meta": {"device_name": "NVIDIA H100 80GB HBM3", "sections": ["ops"],
+             "card": cards.card_for("NVIDIA H100 80GB HBM3").as_dict()}, "ops": ops_, "model": None}
+    (tmp_path / "bench.json").write_text(json.dumps(bench))
+    log = tmp_path / "tests.log"
+    log.write_text("....\n!!! KeyboardInterrupt !!!\n===== 4 passed, 1 failed in 99.1s =====\n")
+    (tmp_path / "steps.tsv").write_text(f"tests\tcut\t124\t100\t100\t{log}\nbench\tok\t0\t200\t205\t-\n")
+    proc = subprocess.run([sys.executable, "benchmarks/gpu_check_summary.py", str(tmp_path / "steps.tsv"),
+                           str(tmp_path / "bench.json")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    out = proc.stdout
+    assert proc.returncode == 3, out + proc.stderr
+    assert "4 passed, 1 failed in 99.1s" in out and "card H100 SXM" in out
+    triton = next(line for line in out.splitlines() if line.split()[:3] == ["1", "bf16", "triton"])
+    assert "12.00" in triton and "23.2" in triton and "26.9" in triton
+    assert "skipped cpu (1/bf16): inputs are on cuda" in out
+    assert "1 op rows (bf16 L1 flex)" in out and "tests cut" in out

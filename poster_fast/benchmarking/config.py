@@ -1,0 +1,40 @@
+"""What a bench run measures and how (standard library only: the command imports it for its
+option choices without importing torch)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+SCHEMA = 2  # version of the JSON layout (README "Benchmarks")
+LEVELS = {1: (28, 2), 2: (14, 4), 3: (7, 8)}  # POSTER level -> (window side, heads); D = 32
+HEAD_DIM = 32
+DTYPE_NAMES = ("fp32", "bf16", "fp16")
+SECTIONS = ("budget", "ops", "infer", "train", "latency")
+MODEL_SECTIONS = ("infer", "train", "latency")
+# The bench's own op baselines: "reference" is the eager formula (also a registered backend),
+# "sdpa_mask" SDPA with the gathered bias as mask, "flex" compiled FlexAttention. The fused
+# backends come from the op registry and are timed first; flex, whose compiles are slow, last.
+BASELINES = ("reference", "sdpa_mask", "flex")
+TIMED_LAST = ("flex",)
+
+
+@dataclass
+class Config:
+    device: "torch.device"
+    batch: int
+    model_batch: int
+    dtypes: list[str]
+    levels: list[int]
+    backends: list[str]
+    requested: set[str]  # named with --backends: slow CPU paths run only then
+    warmup: int
+    iters: int
+    model_warmup: int
+    model_iters: int
+    sections: list[str]
+    quick: bool
+    threads: int
+    time_limit: float | None = None  # seconds; rows not started by then are recorded as cut

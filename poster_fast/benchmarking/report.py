@@ -1,0 +1,89 @@
+"""The bench's printed tables and its JSON file (standard library only)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from .config import HEAD_DIM
+
+Row = dict[str, Any]
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """Plain-text table: first column left-aligned, the others right-aligned."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def cell(row: Row, key: str, fmt: str) -> str:
+    """`row[key]` formatted ("sig": 3 significant digits, at most 3 decimals, no exponent), "-" when
+    absent or None."""
+    value = row.get(key)
+    if value is None:
+        return "-"
+    if fmt == "sig":
+        return f"{value:.{min(3, max(0, 2 - math.floor(math.log10(abs(value)))))}f}" if value else "0"
+    return format(value, fmt)
+
+
+def _notes(rows: list[Row], where: Any) -> list[str]:
+    """One line per (backend, status, reason) that is not a plain "ok", with where it occurred."""
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for r in rows:
+        if r["status"] != "ok" or r["reason"]:
+            groups.setdefault((r["backend"], r["status"], r["reason"]), []).append(where(r))
+    return [f"  {b} {status} ({', '.join(at)}): {why}" for (b, status, why), at in groups.items()]
+
+
+def card_line(card: dict[str, Any] | None) -> str:
+    if card is None:
+        return "card not in the peak table (or a CPU): no % of peak"
+    return (f"% of {card['name']} dense peaks: TF32 {card['tf32_tflops']:g} (fp32 rows), "
+            f"BF16 {card['bf16_tflops']:g}, FP16 {card['fp16_tflops']:g} TFLOP/s; "
+            f"HBM {card['hbm_gb_s']:g} GB/s")
+
+
+def format_ops(rows: list[Row], card: dict[str, Any] | None, title: str = "W-MCSA op") -> str:
+    headers = ["level", "dtype", "backend"]
+    for p in ("fwd", "fwd+bwd"):
+        headers += [f"{p} ms", "x eager", "TFLOP/s", "%pk", "GB/s", "%bw"]
+    headers.append("max rel err")
+    body = []
+    for r in rows:
+        cells = [f"{r['level']} (W{r['window']} N{r['tokens']} H{r['heads']})", r["dtype"], r["backend"]]
+        for p in ("fwd", "fwdbwd"):
+            cells += [cell(r, f"{p}_ms", ".3f"), cell(r, f"{p}_speedup", ".2f"), cell(r, f"{p}_tflops", "sig"),
+                      cell(r, f"{p}_flops_pct", ".1f"), cell(r, f"{p}_gb_s", "sig"), cell(r, f"{p}_bw_pct", ".1f")]
+        body.append(cells + [cell(r, "max_rel_err", ".1e")])
+    b = rows[0]["batch"] if rows else 0
+    head = (f"{title}, batch {b}, D={HEAD_DIM}, nW=1: median ms; x eager = reference time / time (same run); "
+            "TFLOP/s: fwd = 4BHN^2D, fwd+bwd = 3.5 x fwd; GB/s: minimum bytes moved; error vs float64\n"
+            + card_line(card))
+    notes = _notes(rows, lambda r: f"{r['level']}/{r['dtype']}")
+    return "\n".join([head, table(headers, body)] + (["not timed, or not fully:"] + notes if notes else []))
+
+
+def format_model(rows: list[Row], notes: list[str], fast_why: str) -> str:
+    headers = ["dtype", "backend", "batch", "infer ms", "img/s", "x ref", "train ms", "x ref",
+               "peak GiB", "b1 ms", "x ref"]
+    body = [[r["dtype"], r["backend"], str(r["batch"]), cell(r, "infer_ms", ".1f"), cell(r, "infer_img_s", ".1f"),
+             cell(r, "infer_speedup", ".2f"), cell(r, "train_ms", ".1f"), cell(r, "train_speedup", ".2f"),
+             cell(r, "train_peak_gib", ".2f"), cell(r, "latency_b1_ms", ".2f"), cell(r, "latency_b1_speedup", ".2f")]
+            for r in rows]
+    head = ("POSTER V2 model, random weights: eval inference (no_grad), training step "
+            "(zero_grad + fwd + CE + bwd + Adam), batch-1 latency; median ms; "
+            f"x ref = reference time / time; fast backend: {fast_why}")
+    status = _notes(rows, lambda r: r["dtype"])
+    return "\n".join([head, table(headers, body)] + (["not timed, or not fully:"] + status if status else [])
+                     + [f"note: {n}" for n in notes])
+
+
+def write_json(path: Path, result: dict[str, Any]) -> None:
+    """Replace `path` atomically (a run killed while writing leaves the previous version)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    os.replace(tmp, path)
