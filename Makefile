@@ -63,7 +63,7 @@ cuda-build-check: $(CUDA_VENV)/.deps
 	cp build/cuda-lib/poster_fast/_C*.so build/cuda-pkg/poster_fast/
 	cd build/cuda-pkg && $(abspath $(CUDA_VENV))/bin/python -c \
 		"import poster_fast._C as C; assert C.with_cuda, 'built without CUDA'; print('poster_fast._C with CUDA: ok')"
-	cd build/cuda-pkg && $(abspath $(CUDA_VENV))/bin/python -m pytest ../../tests/test_extension.py -q -ra -p no:cacheprovider
+	cd build/cuda-pkg && $(abspath $(CUDA_VENV))/bin/python -m pytest ../../tests/test_extension.py ../../tests/ops ../../tests/test_ops.py -q -ra -p no:cacheprovider
 
 clean:
 	rm -rf build *.egg-info poster_fast/*.so

@@ -156,9 +156,10 @@ def skip_reasons(name: str, case: OpCase, requested: bool) -> list[str]:
                     "request it with --backends flex"]
         return []
     q, k, v = case.sets[0]
-    why = ops.reasons(name, ops.check_inputs(q, k, v, case.table, case.window))
+    problem = ops.check_inputs(q, k, v, case.table, case.window)
+    why = ops.reasons(name, problem)
     if not why and not requested:
-        auto_why = ops.explain(q, k, v, case.table, case.window)["skipped"].get(name)
+        auto_why = ops.reasons(name, problem, auto=True)
         if auto_why:
             why = [f"{'; '.join(auto_why)}: slow here, request it with --backends {name}"]
     return why

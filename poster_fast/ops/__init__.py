@@ -23,9 +23,10 @@ from .backend import reasons as _reasons
 from .validate import WindowProblem, check_inputs
 
 
-def reasons(name: str, problem: WindowProblem) -> list[str]:
-    """Why backend `name` cannot run `problem` (empty when it can)."""
-    return _reasons(name, problem)
+def reasons(name: str, problem: WindowProblem, auto: bool = False) -> list[str]:
+    """Why backend `name` cannot run `problem` (empty when it can); with `auto`, also why
+    `backend="auto"` would never pick it on this device type (e.g. Triton's CPU interpreter)."""
+    return _reasons(name, problem, auto)
 
 
 def window_cross_attention(
