@@ -1,15 +1,10 @@
-"""One-line fast paths for a POSTERV2: `optimize(model, mode="inference" | "train", ...)`.
+"""Rewrites of a POSTERV2 that compute the same function faster; `optimize()` applies them.
 
-Both modes: 1x1 max-pool shortcuts as strided slices, channels-last activations, PyTorch's
-fused attention (SDPA) in the ViT, the fastest W-MCSA backend, optional autocast, torch.compile
-and CUDA graphs; these keep every parameter and buffer, so `.model.state_dict()` is the plain
-model's (`speed_up_in_place` applies them to a model being trained). Inference also folds
-BatchNorm into the preceding convolutions of both backbones (exact maths; no BN keys left).
-The returned module is a new one; the original model is left as it was.
+Kept-tensor rewrites (a model being trained sees the same parameters and buffers): 1x1 max-pool
+shortcuts as strided slices, PyTorch's fused attention (SDPA) in the ViT, channels-last weights.
+Inference only: BatchNorm folded into the preceding convolutions of both backbones.
 """
 from __future__ import annotations
-
-import copy
 
 import torch
 from torch import nn
@@ -18,9 +13,6 @@ from .model import POSTERV2
 from .model.fusion_vit import Attention
 from .model.ir50 import BottleneckIR
 from .model.mobilefacenet import ConvBlock, LinearBlock
-
-MODES = ("inference", "train")
-
 
 @torch.no_grad()
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -106,34 +98,3 @@ def speed_up_in_place(model: POSTERV2, channels_last: bool = True) -> POSTERV2:
     if channels_last:
         model.to(memory_format=torch.channels_last)
     return model
-
-
-def optimize(model: POSTERV2, mode: str = "inference", dtype: torch.dtype = torch.float32,
-             channels_last: bool = True, attn_backend: str = "auto", compile: bool = False,
-             cuda_graphs: bool = False) -> nn.Module:
-    """A faster copy of `model` computing the same function within `dtype`'s tolerance.
-
-    mode "inference" also folds both backbones' BatchNorm (the model is put in eval mode);
-    "train" keeps every tensor, trainable as before. `compile` wraps the result in torch.compile(fullgraph=True);
-    `cuda_graphs` (CUDA only, implies compile) uses mode="reduce-overhead" for small batches.
-    """
-    if mode not in MODES:
-        raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
-    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
-        raise ValueError(f"dtype: expected torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
-    if not isinstance(model, POSTERV2):
-        raise TypeError(f"model: expected a POSTERV2, got {type(model).__name__}")
-    fast = speed_up_in_place(copy.deepcopy(model), channels_last)
-    fast.attn_backend = attn_backend
-    if mode == "inference":
-        fast.eval()
-        fold_batchnorm(fast.face_landback)
-        fold_batchnorm(fast.ir_back)
-    wrapped: nn.Module = OptimizedPOSTER(fast, dtype, channels_last)
-    if cuda_graphs:
-        if next(fast.parameters()).device.type != "cuda":
-            raise ValueError("cuda_graphs: needs the model on a CUDA device")
-        return torch.compile(wrapped, fullgraph=True, mode="reduce-overhead")
-    if compile:
-        return torch.compile(wrapped, fullgraph=True)
-    return wrapped

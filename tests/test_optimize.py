@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from poster_fast import POSTERV2
-from poster_fast.optimize import fold_batchnorm, fold_conv_bn, optimize
+from poster_fast import optimize
+from poster_fast.rewrites import fold_batchnorm, fold_conv_bn
 
 
 def randomised(num_classes: int = 7) -> POSTERV2:

@@ -1,0 +1,1 @@
+"""The commands of `poster-fast`, one thin module each (see cli.py for the interface)."""
