@@ -24,8 +24,9 @@ def optimize(model: "POSTERV2", mode: str = "inference", dtype: "torch.dtype | N
     Both modes: 1x1 max-pool shortcuts as strided slices, channels-last activations, SDPA in
     the ViT, the W-MCSA backend `attn_backend`, autocast to `dtype` (float32, the default, runs
     without autocast); they keep every parameter and buffer, so `.model.state_dict()` is the
-    plain model's. mode "inference" also puts the copy in eval mode and folds both backbones'
-    BatchNorm into the preceding convolutions; "train" keeps every tensor, trainable as before. `compile` wraps the result in
+    plain model's. mode "inference" also puts the copy in eval mode and folds each BatchNorm fed
+    by a convolution into it (the IR units' leading BatchNorm, which precedes its convolution,
+    stays); "train" keeps every tensor, trainable as before. `compile` wraps the result in
     torch.compile(fullgraph=True); `cuda_graphs` (CUDA only, implies compile) uses
     mode="reduce-overhead" for small batches. The original model is left as it was.
     """
@@ -44,9 +45,7 @@ def optimize(model: "POSTERV2", mode: str = "inference", dtype: "torch.dtype | N
     fast = speed_up_in_place(copy.deepcopy(model), channels_last)
     fast.attn_backend = attn_backend
     if mode == "inference":
-        fast.eval()
-        fold_batchnorm(fast.face_landback)
-        fold_batchnorm(fast.ir_back)
+        fold_batchnorm(fast.eval())
     wrapped: nn.Module = OptimizedPOSTER(fast, dtype, channels_last)
     if cuda_graphs:
         if next(fast.parameters()).device.type != "cuda":

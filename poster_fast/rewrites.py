@@ -2,7 +2,7 @@
 
 Kept-tensor rewrites (a model being trained sees the same parameters and buffers): 1x1 max-pool
 shortcuts as strided slices, PyTorch's fused attention (SDPA) in the ViT, channels-last weights.
-Inference only: BatchNorm folded into the preceding convolutions of both backbones.
+Inference only: BatchNorm folded into the convolution that feeds it.
 """
 from __future__ import annotations
 
@@ -13,6 +13,13 @@ from .model import POSTERV2
 from .model.fusion_vit import Attention
 from .model.ir50 import BottleneckIR
 from .model.mobilefacenet import ConvBlock, LinearBlock
+
+# Blocks whose forward computes bn(conv(x)) from these two children (MobileFaceNet's).
+CONV_BN_BLOCKS: dict[type[nn.Module], tuple[str, str]] = {
+    ConvBlock: ("conv", "bn"),
+    LinearBlock: ("conv", "bn"),
+}
+
 
 @torch.no_grad()
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -28,24 +35,40 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     return fused
 
 
-def fold_batchnorm(module: nn.Module) -> nn.Module:
-    """Fold every conv -> BatchNorm pair of the landmark net / IR-50 blocks in place.
+def conv_bn_pairs(module: nn.Module) -> list[tuple[str, str]]:
+    """(conv, bn) qualified names of every BatchNorm2d fed directly by a Conv2d: consecutive
+    children of an nn.Sequential, or the two children of a block in CONV_BN_BLOCKS.
 
-    The IR units' leading BatchNorm acts before a zero-padded conv, so folding it would change
-    the border values: it is kept.
+    A BatchNorm *before* a conv (the IR units' leading BN) is not a pair: folding it into the
+    conv's weights would also scale the zero padding, which BN would have shifted first, so the
+    border outputs would change. It stays a BatchNorm.
     """
-    for block in module.modules():
-        if isinstance(block, (ConvBlock, LinearBlock)):
-            block.conv, block.bn = fold_conv_bn(block.conv, block.bn), nn.Identity()
-        elif isinstance(block, BottleneckIR):
-            res = block.res_layer
-            res[3], res[4] = fold_conv_bn(res[3], res[4]), nn.Identity()
-            if isinstance(block.shortcut_layer, nn.Sequential):
-                sc = block.shortcut_layer
-                sc[0], sc[1] = fold_conv_bn(sc[0], sc[1]), nn.Identity()
-        elif isinstance(block, nn.Sequential) and len(block) == 3 and isinstance(block[1], nn.BatchNorm2d) \
-                and isinstance(block[0], nn.Conv2d):  # IR-50 input layer: conv, BN, PReLU
-            block[0], block[1] = fold_conv_bn(block[0], block[1]), nn.Identity()
+    pairs = []
+    for name, block in module.named_modules():
+        prefix = f"{name}." if name else ""
+        if type(block) in CONV_BN_BLOCKS:
+            conv, bn = CONV_BN_BLOCKS[type(block)]
+            candidates = [(conv, getattr(block, conv), bn, getattr(block, bn))]
+        elif isinstance(block, nn.Sequential):
+            candidates = [(str(i), block[i], str(i + 1), block[i + 1]) for i in range(len(block) - 1)]
+        else:
+            continue
+        pairs += [(prefix + c, prefix + b) for c, conv_module, b, bn_module in candidates
+                  if isinstance(conv_module, nn.Conv2d) and isinstance(bn_module, nn.BatchNorm2d)]
+    return pairs
+
+
+def _replace(module: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(module.get_submodule(parent), child, new)
+
+
+def fold_batchnorm(module: nn.Module) -> nn.Module:
+    """Fold every conv -> BatchNorm pair of `conv_bn_pairs` in place (the BN becomes Identity)."""
+    for conv_name, bn_name in conv_bn_pairs(module):
+        conv, bn = module.get_submodule(conv_name), module.get_submodule(bn_name)
+        _replace(module, conv_name, fold_conv_bn(conv, bn))
+        _replace(module, bn_name, nn.Identity())
     return module
 
 
