@@ -56,7 +56,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
     return run_command(args.command, importlib.import_module(COMMANDS[args.command][0]), args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

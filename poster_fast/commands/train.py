@@ -8,8 +8,6 @@ from ..data.labels import DATASETS
 from ..training.options import OPTIMIZERS, SAMPLERS, TrainOptions
 from .options import add_data_options, add_model_options, dataset_tables
 
-D = TrainOptions  # the defaults
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -22,20 +20,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_options(p)
     add_model_options(p)
     p.add_argument("--out", help="output folder (default runs/<dataset>)")
-    p.add_argument("--epochs", type=int, default=D.epochs)
-    p.add_argument("--batch-size", type=int, default=D.batch_size, help="global batch, split across processes")
+    p.add_argument("--epochs", type=int, default=TrainOptions.epochs)
+    p.add_argument("--batch-size", type=int, default=TrainOptions.batch_size, help="global batch, split across processes")
     p.add_argument("--lr", type=float, help="default per dataset: " +
                    ", ".join(f"{k} {v.lr:g}" for k, v in DATASETS.items()))
-    p.add_argument("--weight-decay", type=float, default=D.weight_decay)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=D.optimizer)
-    p.add_argument("--rho", type=float, default=D.rho, help="SAM neighbourhood size")
-    p.add_argument("--gamma", type=float, default=D.gamma, help="ExponentialLR factor per epoch")
+    p.add_argument("--weight-decay", type=float, default=TrainOptions.weight_decay)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=TrainOptions.optimizer)
+    p.add_argument("--rho", type=float, default=TrainOptions.rho, help="SAM neighbourhood size")
+    p.add_argument("--gamma", type=float, default=TrainOptions.gamma, help="ExponentialLR factor per epoch")
     p.add_argument("--plain", action="store_true",
                    help="train the unmodified model (default: poster_fast.optimize's checkpoint-neutral "
                         "speed-ups: SDPA in the ViT, channels-last, strided-slice shortcuts)")
-    p.add_argument("--sampler", choices=SAMPLERS, default=D.sampler,
+    p.add_argument("--sampler", choices=SAMPLERS, default=TrainOptions.sampler,
                    help="auto: class-balanced for affectnet7/8 (as the authors), shuffled otherwise")
-    p.add_argument("--val-split", default=D.val_split, help="folder under DATA evaluated every epoch")
+    p.add_argument("--val-split", default=TrainOptions.val_split, help="folder under DATA evaluated every epoch")
     p.add_argument("--test-split", help="held-out folder for the final evaluation "
                                         "(default: test if DATA/test exists, else the val split)")
     p.add_argument("--ir50", help="the authors' pretrained ir50.pth")
@@ -43,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", nargs="?", const="auto", metavar="LAST_PT",
                    help="continue from OUT/last.pt (or the file given)")
     p.add_argument("--max-steps", type=int, help="at most this many steps per epoch (smoke tests)")
-    p.add_argument("--seed", type=int, default=D.seed)
+    p.add_argument("--seed", type=int, default=TrainOptions.seed)
 
 
 def options(args: argparse.Namespace) -> TrainOptions:

@@ -31,12 +31,32 @@ from .steps import Optimisation, amp_enabled, eval_loader, evaluate_model, train
 
 def train(opts: TrainOptions) -> dict[str, Any]:
     """The whole run; returns the summary that rank 0 writes to OUT/summary.json."""
-    run = Run(opts)  # data problems are found before any process group is joined
+    data = TrainData.load(opts)  # data problems are found before any process group is joined
+    if opts.resume_path and not opts.resume_path.is_file():
+        raise DataError(f"--resume: {opts.resume_path} does not exist")
     d = setup_dist(opts.device)
     try:
-        return run.execute(d)
+        return Run(opts, data, d).execute()
     finally:
         d.close()
+
+
+@dataclass
+class TrainData:
+    recipe: DatasetRecipe
+    train_set: ImageFolder
+    val_set: ImageFolder
+    classes: list[str]  # the name of each class folder, in sorted folder order
+
+    @classmethod
+    def load(cls, opts: TrainOptions) -> "TrainData":
+        """DATA/train and the val split, with the same class folders, named by the dataset."""
+        recipe = get_recipe(opts.dataset)
+        train_set = ImageFolder(split_dir(opts.data, "train"),
+                                TrainTransform(opts.image_size, recipe.erase_p, recipe.erase_scale))
+        val_set = ImageFolder(split_dir(opts.data, opts.val_split), ToNormalizedTensor(opts.image_size))
+        check_same_classes(train_set, val_set)
+        return cls(recipe, train_set, val_set, resolve_classes(opts.dataset, train_set.folders, opts.classes))
 
 
 @dataclass
@@ -51,27 +71,20 @@ class Progress:
 
 
 class Run:
-    def __init__(self, opts: TrainOptions) -> None:
-        self.opts = opts
-        self.recipe: DatasetRecipe = get_recipe(opts.dataset)
-        self.out = opts.out_dir
-        size = opts.image_size
-        self.train_set = ImageFolder(split_dir(opts.data, "train"),
-                                     TrainTransform(size, self.recipe.erase_p, self.recipe.erase_scale))
-        self.val_set = ImageFolder(split_dir(opts.data, opts.val_split), ToNormalizedTensor(size))
-        check_same_classes(self.train_set, self.val_set)
-        self.classes = resolve_classes(opts.dataset, self.train_set.folders, opts.classes)
-        self.resume_path = opts.resume_path
-        if self.resume_path and not self.resume_path.is_file():
-            raise DataError(f"--resume: {self.resume_path} does not exist")
+    """One training run in this process (rank `d.rank` of `d.world`)."""
 
-    def execute(self, d: Dist) -> dict[str, Any]:
-        opts = self.opts
+    def __init__(self, opts: TrainOptions, data: TrainData, d: Dist) -> None:
         if opts.batch_size % d.world:
             raise DataError(f"--batch-size {opts.batch_size} (global) is not divisible by {d.world} processes")
-        self.d, self.per_rank = d, opts.batch_size // d.world
+        self.opts, self.d, self.recipe, self.classes = opts, d, data.recipe, data.classes
+        self.train_set, self.val_set = data.train_set, data.val_set
+        self.out, self.resume_path = opts.out_dir, opts.resume_path
+        self.per_rank = opts.batch_size // d.world
         self.log: Callable[..., None] = print if d.main else (lambda *a, **k: None)
         self.amp = amp_enabled(opts.amp, d.device)
+
+    def execute(self) -> dict[str, Any]:
+        opts, d = self.opts, self.d
         torch.manual_seed(opts.seed)
         if d.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
