@@ -9,7 +9,6 @@ Both count MACs: true FLOPs are about twice as many.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 from dataclasses import dataclass, field
 from math import prod
@@ -134,16 +133,3 @@ def format_budget(b: Budget) -> str:
     lines = ["POSTER V2 budget, one 1x3x224x224 image (MACs; FLOPs ~ 2x MACs)"]
     lines += [f"{a:<{width}}  {b_:>16}  {c}" for a, b_, c in rows]
     return "\n".join(lines)
-
-
-def _run(args: argparse.Namespace) -> int:
-    from .model import POSTERV2
-
-    print(format_budget(budget(POSTERV2(num_classes=args.num_classes))))
-    return 0
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("budget", help="parameter and FLOP counts (fvcore and thop conventions)")
-    p.add_argument("--num-classes", type=int, default=7, choices=(7, 8))
-    p.set_defaults(func=_run)

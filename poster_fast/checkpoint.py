@@ -1,8 +1,13 @@
-"""Loading the authors' files: trained POSTER V2 checkpoints and the two pretrained backbones.
+"""Every checkpoint format: the authors' files (trained POSTER V2 checkpoints and the two
+pretrained backbones) and the files `poster-fast train` writes.
 
-Accepted as they are: a dict holding "state_dict" or a bare state dict, "module." prefixes from
-DataParallel, the 36 keys of modules the authors build but never use (dropped and reported),
-and `total_ops`/`total_params` entries that thop leaves behind.
+The authors' files are accepted as they are: a dict holding "state_dict" or a bare state dict,
+"module." prefixes from DataParallel, the 36 keys of modules the authors build but never use
+(dropped and reported), and `total_ops`/`total_params` entries that thop leaves behind.
+
+Ours (best.pt, last.pt) are dicts that `torch.load(weights_only=True)` reads: "state_dict"
+(no "module." prefixes) with the metadata MODEL_META; the training state (last.pt) adds
+TRAINING_STATE, what `--resume` needs.
 """
 from __future__ import annotations
 
@@ -11,22 +16,24 @@ import os
 import pickle
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 from torch import nn
 
-# Modules of the authors' model that never influence the logits (SPEC §2); not built here.
+from .errors import CheckpointError
+
+if TYPE_CHECKING:
+    from .model import POSTERV2
+
+# Modules of the authors' model that never influence the logits; not built here.
 UNUSED_KEY = re.compile(
     r"^(face_landback\.output_layer\.|ir_back\.output_layer\.|VIT\.(patch_embed|eca_block|CON1|"
     r"IRLinear1|IRLinear2)\.|VIT\.blocks\.\d+\.conv\.)")
 THOP_KEY = re.compile(r"(^|\.)(total_ops|total_params)$")
 # face.evoLVe's IR-50 numbers its units body.0..23; the authors' truncated copy has 3 stages.
 IR50_STAGE_UNITS = (3, 4, 14)
-
-
-class CheckpointError(ValueError):
-    """A file or state dict that cannot be loaded into the model; the message says why."""
 
 
 @dataclass
@@ -188,3 +195,65 @@ def load_backbones(model: nn.Module, ir50: Any = None, landmark: Any = None,
         state = {k: v for k, v in state.items() if not k.startswith("output_layer.")}
         reports["landmark"] = _load_matching(model.face_landback, state, f"landmark file {landmark}")
     return reports
+
+
+# ----------------------------------------------------------------------------- our files
+
+MODEL_META = ("num_classes", "dataset", "classes", "epoch", "best_acc")
+TRAINING_STATE = ("best_epoch", "optimizer", "scheduler")
+
+
+def _save_atomic(obj: dict[str, Any], path: Path) -> None:
+    """Write to a temporary file first, so a killed run leaves the previous file intact."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _model_entries(model: nn.Module, dataset: str, classes: list[str], epoch: int,
+                   best_acc: float) -> dict[str, Any]:
+    return {"state_dict": model.state_dict(), "num_classes": len(classes), "dataset": dataset,
+            "classes": list(classes), "epoch": epoch, "best_acc": best_acc}
+
+
+def save_model(path: Path, model: nn.Module, *, dataset: str, classes: list[str], epoch: int,
+               best_acc: float) -> None:
+    """The model and its metadata (best.pt): what predict and evaluate need."""
+    _save_atomic(_model_entries(model, dataset, classes, epoch, best_acc), path)
+
+
+def save_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                        scheduler: Any, *, dataset: str, classes: list[str], epoch: int,
+                        best_acc: float, best_epoch: int) -> None:
+    """The model, its metadata and the optimiser and schedule state (last.pt), for --resume."""
+    _save_atomic({**_model_entries(model, dataset, classes, epoch, best_acc), "best_epoch": best_epoch,
+                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, path)
+
+
+def load_training_state(path: Path) -> dict[str, Any]:
+    """A training state written by save_training_state, checked for the entries --resume uses."""
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    missing = [k for k in ("state_dict", *MODEL_META, *TRAINING_STATE)
+               if not isinstance(obj, Mapping) or k not in obj]
+    if missing:
+        raise CheckpointError(f"{path}: not a training state written by poster-fast train "
+                              f"(last.pt): missing {', '.join(missing)}")
+    return dict(obj)
+
+
+def load_trained(path: str | os.PathLike, trusted: bool = False,
+                 attn_backend: str = "auto") -> tuple["POSTERV2", dict[str, Any]]:
+    """A POSTERV2 sized and loaded from `path`, and the file's metadata (MODEL_META) where it
+    has any: files written by `poster-fast train` do, the authors' files do not."""
+    from .model import POSTERV2
+
+    if not Path(path).is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        obj = None  # the authors' pickled training files: read_state_dict explains / unpickles
+    meta = {k: obj[k] for k in MODEL_META if k in obj} if isinstance(obj, dict) and "state_dict" in obj else {}
+    model = POSTERV2.from_checkpoint(obj if obj is not None else path, trusted=trusted,
+                                     attn_backend=attn_backend)
+    return model, meta

@@ -1,122 +1,41 @@
-"""One-line fast paths for a POSTERV2: `optimize(model, mode="inference" | "train", ...)`.
+"""`optimize(model)`: a faster copy of a POSTERV2, in one call (the rewrites are in rewrites.py).
 
-Both modes: 1x1 max-pool shortcuts as strided slices, channels-last activations, PyTorch's
-fused attention (SDPA) in the ViT, the fastest W-MCSA backend, optional autocast, torch.compile
-and CUDA graphs; these keep every parameter and buffer, so `.model.state_dict()` is the plain
-model's (`speed_up_in_place` applies them to a model being trained). Inference also folds
-BatchNorm into the preceding convolutions of both backbones (exact maths; no BN keys left).
-The returned module is a new one; the original model is left as it was.
+This module imports torch only when `optimize` runs, so that `import poster_fast` stays light.
 """
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
-from .model import POSTERV2
-from .model.fusion_vit import Attention
-from .model.ir50 import BottleneckIR
-from .model.mobilefacenet import ConvBlock, LinearBlock
+    from .model import POSTERV2
 
 MODES = ("inference", "train")
 
 
-@torch.no_grad()
-def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """A conv computing bn(conv(x)) with bn's running statistics (eval-mode BatchNorm)."""
-    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                      conv.padding, conv.dilation, conv.groups, bias=True,
-                      device=conv.weight.device, dtype=conv.weight.dtype)
-    fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
-    fused.requires_grad_(conv.weight.requires_grad)
-    return fused
-
-
-def fold_batchnorm(module: nn.Module) -> nn.Module:
-    """Fold every conv -> BatchNorm pair of the landmark net / IR-50 blocks in place.
-
-    The IR units' leading BatchNorm acts before a zero-padded conv, so folding it would change
-    the border values: it is kept.
-    """
-    for block in module.modules():
-        if isinstance(block, (ConvBlock, LinearBlock)):
-            block.conv, block.bn = fold_conv_bn(block.conv, block.bn), nn.Identity()
-        elif isinstance(block, BottleneckIR):
-            res = block.res_layer
-            res[3], res[4] = fold_conv_bn(res[3], res[4]), nn.Identity()
-            if isinstance(block.shortcut_layer, nn.Sequential):
-                sc = block.shortcut_layer
-                sc[0], sc[1] = fold_conv_bn(sc[0], sc[1]), nn.Identity()
-        elif isinstance(block, nn.Sequential) and len(block) == 3 and isinstance(block[1], nn.BatchNorm2d) \
-                and isinstance(block[0], nn.Conv2d):  # IR-50 input layer: conv, BN, PReLU
-            block[0], block[1] = fold_conv_bn(block[0], block[1]), nn.Identity()
-    return module
-
-
-class Subsample(nn.Module):
-    """x[:, :, ::s, ::s]: what MaxPool2d(kernel 1, stride s) computes, without the pooling kernel."""
-
-    def __init__(self, stride: int) -> None:
-        super().__init__()
-        self.stride = stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, :, ::self.stride, ::self.stride]
-
-
-def subsample_shortcuts(module: nn.Module) -> nn.Module:
-    """Replace the IR units' 1x1 max-pool shortcuts by strided slicing (exact), in place."""
-    for block in module.modules():
-        if isinstance(block, BottleneckIR) and isinstance(block.shortcut_layer, nn.MaxPool2d):
-            pool = block.shortcut_layer
-            stride = pool.stride if isinstance(pool.stride, int) else pool.stride[0]
-            block.shortcut_layer = Subsample(stride)
-    return module
-
-
-class OptimizedPOSTER(nn.Module):
-    """Wraps the rewritten model: casts the input layout and runs under autocast if asked."""
-
-    def __init__(self, model: POSTERV2, dtype: torch.dtype, channels_last: bool) -> None:
-        super().__init__()
-        self.model = model
-        self.dtype = dtype
-        self.channels_last = channels_last
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        if self.dtype == torch.float32:
-            return self.model(x)
-        with torch.autocast(x.device.type, dtype=self.dtype):
-            return self.model(x)
-
-
-def speed_up_in_place(model: POSTERV2, channels_last: bool = True) -> POSTERV2:
-    """The rewrites that keep every parameter and buffer (checkpoints and optimizers see the same
-    model): strided-slice shortcuts, SDPA in the ViT and, optionally, channels-last weights."""
-    subsample_shortcuts(model.ir_back)
-    for module in model.modules():
-        if isinstance(module, Attention):
-            module.use_sdpa = True
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    return model
-
-
-def optimize(model: POSTERV2, mode: str = "inference", dtype: torch.dtype = torch.float32,
+def optimize(model: "POSTERV2", mode: str = "inference", dtype: "torch.dtype | None" = None,
              channels_last: bool = True, attn_backend: str = "auto", compile: bool = False,
-             cuda_graphs: bool = False) -> nn.Module:
+             cuda_graphs: bool = False) -> "nn.Module":
     """A faster copy of `model` computing the same function within `dtype`'s tolerance.
 
-    mode "inference" also folds both backbones' BatchNorm (the model is put in eval mode);
-    "train" keeps every tensor, trainable as before. `compile` wraps the result in torch.compile(fullgraph=True);
-    `cuda_graphs` (CUDA only, implies compile) uses mode="reduce-overhead" for small batches.
+    Both modes: 1x1 max-pool shortcuts as strided slices, channels-last activations, SDPA in
+    the ViT, the W-MCSA backend `attn_backend`, autocast to `dtype` (float32, the default, runs
+    without autocast); they keep every parameter and buffer, so `.model.state_dict()` is the
+    plain model's. mode "inference" also puts the copy in eval mode and folds each BatchNorm fed
+    by a convolution into it (the IR units' leading BatchNorm, which precedes its convolution,
+    stays); "train" keeps every tensor, trainable as before. `compile` wraps the result in
+    torch.compile(fullgraph=True); `cuda_graphs` (CUDA only, implies compile) uses
+    mode="reduce-overhead" for small batches. The original model is left as it was.
     """
+    import torch
+
+    from .model import POSTERV2
+    from .rewrites import OptimizedPOSTER, fold_batchnorm, speed_up_in_place
+
+    dtype = torch.float32 if dtype is None else dtype
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
     if dtype not in (torch.float32, torch.bfloat16, torch.float16):
@@ -126,9 +45,7 @@ def optimize(model: POSTERV2, mode: str = "inference", dtype: torch.dtype = torc
     fast = speed_up_in_place(copy.deepcopy(model), channels_last)
     fast.attn_backend = attn_backend
     if mode == "inference":
-        fast.eval()
-        fold_batchnorm(fast.face_landback)
-        fold_batchnorm(fast.ir_back)
+        fold_batchnorm(fast.eval())
     wrapped: nn.Module = OptimizedPOSTER(fast, dtype, channels_last)
     if cuda_graphs:
         if next(fast.parameters()).device.type != "cuda":

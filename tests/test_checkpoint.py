@@ -113,3 +113,38 @@ def test_backbone_files(source):
                        source.face_landback.conv_6_sep.bn.running_mean)
     with pytest.raises(CheckpointError, match="no tensor of the file matches"):
         load_backbones(model, ir50=save({"foo.weight": torch.zeros(3)}))
+
+
+def test_our_files_best_and_last(tmp_path):
+    """best.pt holds the model and its metadata; last.pt adds what --resume needs; a best.pt
+    given where a training state is expected is refused with the missing entries named."""
+    from poster_fast.checkpoint import (MODEL_META, TRAINING_STATE, load_training_state, save_model,
+                                        save_training_state)
+
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(net.parameters())
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, 0.5)
+    meta = {"dataset": "rafdb", "classes": ["a", "b"], "epoch": 4, "best_acc": 0.75}
+    save_model(tmp_path / "best.pt", net, **meta)
+    save_training_state(tmp_path / "last.pt", net, opt, sched, best_epoch=3, **meta)
+    assert not list(tmp_path.glob("*.tmp"))
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert set(best) == {"state_dict", *MODEL_META} and best["num_classes"] == 2
+    last = load_training_state(tmp_path / "last.pt")
+    assert set(last) == {"state_dict", *MODEL_META, *TRAINING_STATE} and last["best_epoch"] == 3
+    assert torch.equal(last["state_dict"]["weight"], net.weight)
+    with pytest.raises(CheckpointError, match="not a training state.*missing best_epoch, optimizer, scheduler"):
+        load_training_state(tmp_path / "best.pt")
+
+
+def test_load_trained_reads_the_metadata(tmp_path, source):
+    from poster_fast.checkpoint import load_trained
+
+    path = tmp_path / "best.pt"
+    torch.save({"state_dict": source.state_dict(), "num_classes": 7, "dataset": "rafdb",
+                "classes": list("abcdefg"), "epoch": 2, "best_acc": 0.5}, path)
+    model, meta = load_trained(path)
+    assert model.num_classes == 7 and meta["classes"] == list("abcdefg") and meta["epoch"] == 2
+    assert torch.equal(model.VIT.head.linear.weight, source.VIT.head.linear.weight)
+    with pytest.raises(CheckpointError, match="nope.pt does not exist"):
+        load_trained(tmp_path / "nope.pt")

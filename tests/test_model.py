@@ -1,4 +1,5 @@
-"""POSTERV2: module tree, shapes, modes, compile/export, and the W-MCSA block against SPEC §1."""
+"""POSTERV2: module tree, shapes, modes, compile/export, and the W-MCSA block against an
+independent re-derivation of the authors' formula."""
 from __future__ import annotations
 
 import csv
@@ -98,7 +99,8 @@ def test_drop_path_is_active_only_in_training():
 
 
 def spec_window_attention(attn, x_windows, landmark_map, heads):
-    """SPEC §1 steps 5-6 re-derived independently: explicit index loops, float64, no shared code."""
+    """The block's window attention re-derived from the authors' formula: explicit index loops,
+    float64, no shared code."""
     b, c, hh, ww = landmark_map.shape
     n, d = hh * ww, c // heads
     q = landmark_map.permute(0, 2, 3, 1).reshape(b, n, heads, d).permute(0, 2, 1, 3)
@@ -111,7 +113,7 @@ def spec_window_attention(attn, x_windows, landmark_map, heads):
         for j in range(n):
             dh, dw = i // ww - j // ww + hh - 1, i % ww - j % ww + ww - 1
             bias[:, i, j] = table[dh * (2 * ww - 1) + dw]
-    scale = torch.tensor(float(d), dtype=torch.float32) ** -0.5  # SPEC quirk 4: a float32 scale
+    scale = torch.tensor(float(d), dtype=torch.float32) ** -0.5  # the authors round the scale to float32
     logits = q @ k.transpose(-1, -2) * scale.item() + bias
     out = torch.softmax(logits, -1) @ v
     return out.permute(0, 2, 1, 3).reshape(b, n, c) @ attn.proj.weight.T + attn.proj.bias

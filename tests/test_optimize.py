@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from poster_fast import POSTERV2
-from poster_fast.optimize import fold_batchnorm, fold_conv_bn, optimize
+from poster_fast import optimize
+from poster_fast.rewrites import conv_bn_pairs, fold_batchnorm, fold_conv_bn
 
 
 def randomised(num_classes: int = 7) -> POSTERV2:
@@ -39,15 +40,51 @@ def test_conv_bn_folding_is_exact_in_fp64():
     torch.testing.assert_close(fold_conv_bn(conv, bn)(x), bn(conv(x)), rtol=1e-12, atol=1e-12)
 
 
-def test_backbone_folding_is_exact_in_fp64():
+@pytest.mark.parametrize("backbone,kept", [("ir_back", 21), ("face_landback", 0)])
+def test_backbone_folding_is_exact_in_fp64(backbone, kept):
     model = randomised().double().eval()
     x = torch.randn(2, 3, 112, 112, dtype=torch.float64)
-    folded = fold_batchnorm(copy.deepcopy(model.ir_back))
+    plain = getattr(model, backbone)
+    folded = fold_batchnorm(copy.deepcopy(plain))
     remaining = [m for m in folded.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert len(remaining) == 21  # only the leading BN of each IR unit (before a padded conv)
+    assert len(remaining) == kept  # only the leading BN of each IR unit (before a padded conv)
     with torch.no_grad():
-        for a, b in zip(model.ir_back(x), folded(x)):
+        for a, b in zip(plain(x), folded(x)):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def bn_names(module: torch.nn.Module) -> set[str]:
+    return {n for n, m in module.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+
+
+def test_pairs_follow_the_data_flow():
+    """Only a conv feeding a BN directly is a pair: not BN -> conv, not conv -> act -> BN, and not
+    children of a module whose forward is unknown."""
+    class Unknown(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(4, 4, 1), torch.nn.BatchNorm2d(4)
+
+    seq = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.BatchNorm2d(4),
+                              torch.nn.Conv2d(4, 4, 1), torch.nn.ReLU(), torch.nn.BatchNorm2d(4), Unknown())
+    assert conv_bn_pairs(seq) == [("0", "1")]
+
+
+def test_folded_batchnorms():
+    """Every BN fed by a conv is folded; the IR units' leading BN (before a padded conv) stays."""
+    model = POSTERV2(7)
+    pairs = conv_bn_pairs(model)
+    leading = {f"ir_back.{stage}.{i}.res_layer.0" for stage, n in (("body1", 3), ("body2", 4), ("body3", 14))
+               for i in range(n)}
+    assert {bn for _, bn in pairs} == bn_names(model) - leading and len(pairs) == 93 - 21
+    for pair in [("ir_back.input_layer.0", "ir_back.input_layer.1"),
+                 ("ir_back.body1.0.res_layer.3", "ir_back.body1.0.res_layer.4"),
+                 ("ir_back.body2.0.shortcut_layer.0", "ir_back.body2.0.shortcut_layer.1"),
+                 ("face_landback.conv_23.project.conv", "face_landback.conv_23.project.bn")]:
+        assert pair in pairs
+    fast = optimize(model, "inference").model
+    assert bn_names(fast) == leading
+    assert {k.rsplit(".", 1)[0] for k in fast.state_dict() if k.endswith("running_var")} == leading
 
 
 @pytest.mark.parametrize("num_classes", [7, 8])

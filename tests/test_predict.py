@@ -10,8 +10,10 @@ import torch
 from PIL import Image
 
 from poster_fast import POSTERV2
-from poster_fast.cli import main
-from poster_fast.data import DATASETS, DataError, load_image, resolve_classes
+from poster_fast.commands.cli import main
+from poster_fast.data.images import load_image
+from poster_fast.data.labels import DATASETS, class_names, resolve_classes
+from poster_fast.errors import DataError
 
 skdata = pytest.importorskip("skimage.data")
 RAFDB = list(DATASETS["rafdb"].classes)
@@ -111,12 +113,30 @@ def test_class_mapping_follows_official_labels():
         resolve_classes("rafdb", list("1234567"), ["a", "b"])
 
 
+def test_class_names_sources():
+    """--classes, else --dataset, else the checkpoint's names, else its dataset's; with folders
+    (evaluate) the folders must follow the numbering the names come from."""
+    recorded = {"dataset": "rafdb", "classes": RAFDB}
+    assert class_names(3, recorded, "rafdb", ["a", "b", "c"]) == ["a", "b", "c"]
+    assert class_names(8, recorded, "affectnet8")[7] == "Contempt"
+    assert class_names(7, recorded) == RAFDB == class_names(7, {"dataset": "rafdb"})
+    assert class_names(2, {"classes": ["x", "y"]}, folders=["0", "1"]) == ["x", "y"]
+    with pytest.raises(DataError, match="records no class names"):
+        class_names(7, {})
+    with pytest.raises(DataError, match="--dataset affectnet8 gives 8 classes but the model has 7"):
+        class_names(7, recorded, "affectnet8")
+    with pytest.raises(DataError, match="rafdb label numbering"):
+        class_names(7, recorded, folders=list("0123456"))  # trained with the official names
+    with pytest.raises(DataError, match="gives 2 classes but there are 3 class folders"):
+        class_names(2, {"classes": ["x", "y"]}, folders=["0", "1", "2"])
+
+
 @pytest.mark.parametrize("opencv", [True, False])
 def test_face_detector_both_cascades(opencv, monkeypatch):
     """OpenCV's Haar cascade (opencv 4.x) and the LBP fallback (opencv 5 has no cascades)."""
     import sys
 
-    from poster_fast.data import FaceDetector
+    from poster_fast.faces import FaceDetector
 
     if not opencv:
         monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 -> ImportError

@@ -14,9 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from poster_fast.cli import main
-from poster_fast.data import BalancedSampler, RandomErasing
-from poster_fast.train import SAM
+from poster_fast.commands.cli import main
+from poster_fast.data.sampler import BalancedSampler
+from poster_fast.data.transforms import RandomErasing
+from poster_fast.training.sam import SAM
 
 TRAIN_ARGS = ["--dataset", "rafdb", "--classes", "dark,bright", "--batch-size", "4", "--optimizer", "adam",
               "--lr", "1e-3", "--image-size", "64", "--workers", "0", "--device", "cpu"]

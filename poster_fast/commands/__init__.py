@@ -1,1 +1,1 @@
-"""The `poster-fast` sub-commands, one module each (`add_arguments(parser)`, `run(args)`)."""
+"""The commands of `poster-fast`, one thin module each (see cli.py for the interface)."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..benchmarking.config import BASELINES, DTYPE_NAMES, LEVELS, SECTIONS, Config
+from ..errors import UsageError
 
 HELP = "time the W-MCSA backends and the model against the reference"
 DESCRIPTION = ("Budget, W-MCSA op and model tables (GPU if present, else CPU; random weights). "
@@ -79,8 +80,7 @@ def run(args: argparse.Namespace) -> int:
     130 when interrupted."""
     cfg = resolve(args)
     if isinstance(cfg, str):
-        print(f"poster-fast bench: error: {cfg}", file=sys.stderr)
-        return 2
+        raise UsageError(cfg)
     from ..benchmarking.runner import run as run_bench
 
     with _interruptible():
@@ -150,17 +150,10 @@ def command_line(args: argparse.Namespace) -> str:
     return " ".join(parts)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Adapter for poster_fast/cli.py until it calls add_arguments and run itself."""
-    parser = subparsers.add_parser("bench", help=HELP, description=DESCRIPTION)
-    add_arguments(parser)
-    parser.set_defaults(func=run)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="poster-fast bench", description=DESCRIPTION)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    from .cli import main as cli_main
+
+    return cli_main(["bench", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Multi-scale fusion ViT: class token + 147 fused tokens, 2 pre-norm blocks, SE-gated head.
 
-Not a stock ViT (SPEC §6): 8 heads of 96, LayerNorm eps 1e-6, scale applied after q k^T, an SE
+Not a stock ViT: 8 heads of 96, LayerNorm eps 1e-6, scale applied after q k^T, an SE
 gate on the class token before the linear head, and a learned positional embedding of 148.
 """
 from __future__ import annotations

@@ -1,0 +1,49 @@
+"""`poster-fast evaluate`: top-1, per-class and mean class accuracy and the confusion matrix of a
+checkpoint on DATA/<split>."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..data.labels import DATASETS
+from .options import add_data_options, add_model_options, dataset_tables
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.description = "Evaluate a checkpoint on DATA/<split>/<class>/*.\n" + dataset_tables()
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--dataset", choices=list(DATASETS), help="default: the checkpoint's")
+    p.add_argument("--split", default="valid")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out", help="write eval_<split>.json and confusion_<split>.png here")
+    add_data_options(p)
+    add_model_options(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data.datasets import ImageFolder, split_dir
+    from ..data.transforms import ToNormalizedTensor
+    from ..inference.classifier import load_classifier
+    from ..training.distributed import Dist
+    from ..training.metrics import write_json
+    from ..training.plots import plot_confusion
+    from ..training.steps import amp_enabled, eval_loader, evaluate_model
+
+    folder = ImageFolder(split_dir(args.data, args.split), ToNormalizedTensor(args.image_size))
+    classifier = load_classifier(args.checkpoint, trusted=args.trusted, attn_backend=args.attn_backend,
+                                 device=args.device, dataset=args.dataset, classes=args.classes,
+                                 folders=folder.folders)
+    d = Dist(device=classifier.device)
+    loader = eval_loader(folder, args.batch_size, args.workers, d)
+    result = evaluate_model(classifier.model, loader, len(classifier.classes), d,
+                            amp_enabled(args.amp, d.device), progress=True)
+    print(f"{args.checkpoint} on {folder.root}:\n{result.report(classifier.classes)}")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / f"eval_{args.split}.json", result.as_dict(classifier.classes))
+        plot_confusion(result, classifier.classes, out / f"confusion_{args.split}.png",
+                       f"{args.dataset or classifier.recorded.get('dataset', '')} {args.split}")
+        print(f"wrote {out}/eval_{args.split}.json, confusion_{args.split}.png")
+    return 0

@@ -1,0 +1,66 @@
+"""Datasets on disk: the split folders DATA/<split>/<class>/<image> and an ImageFolder over them."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+from PIL import Image
+
+from ..errors import DataError
+from .images import IMAGE_EXTENSIONS, iter_images, load_image
+
+
+class ImageFolder(torch.utils.data.Dataset):
+    """`root/<class>/**/<image>` with classes in sorted folder order, like torchvision's."""
+
+    def __init__(self, root: str | os.PathLike,
+                 transform: Callable[[Image.Image], torch.Tensor]) -> None:
+        self.root = Path(root)
+        self.transform = transform
+        if not self.root.is_dir():
+            raise DataError(f"{self.root} is not a folder")
+        self.folders = sorted(p.name for p in self.root.iterdir()
+                              if p.is_dir() and not p.name.startswith("."))
+        if not self.folders:
+            raise DataError(f"{self.root} has no class folders; expected {self.root}/<class>/<image>")
+        self.samples: list[tuple[str, int]] = []
+        empty = []
+        for idx, name in enumerate(self.folders):
+            files = [(str(p), idx) for p in iter_images(self.root / name)]
+            if not files:
+                empty.append(name)
+            self.samples += files
+        if empty:
+            raise DataError(f"class folder(s) with no images ({', '.join(IMAGE_EXTENSIONS)}) "
+                            f"in {self.root}: {', '.join(empty)}")
+        self.targets = [t for _, t in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path, target = self.samples[i]
+        return self.transform(load_image(path)), target
+
+
+def split_dir(data: str | os.PathLike, split: str) -> Path:
+    """`DATA/<split>`, or a DataError that names the expected layout."""
+    root = Path(data)
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist")
+    path = root / split
+    if not path.is_dir():
+        found = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise DataError(
+            f"{path} is missing: expected the ImageFolder layout {root}/train/<class>/<image> "
+            f"and {root}/valid/<class>/<image> (folders found: {', '.join(found) or 'none'})")
+    return path
+
+
+def check_same_classes(reference: ImageFolder, other: ImageFolder) -> None:
+    """Splits must hold the same class folders, or the same index would mean different classes."""
+    if other.folders != reference.folders:
+        raise DataError(f"class folders differ: {reference.root} has {', '.join(reference.folders)}, "
+                        f"{other.root} has {', '.join(other.folders)}")

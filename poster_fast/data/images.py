@@ -1,0 +1,48 @@
+"""Image files: which names count as images, walking folders for them, and reading any of
+them as 8-bit RGB with PIL."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ..errors import DataError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def iter_images(folder: Path) -> Iterator[Path]:
+    """Image files under `folder`, recursively, in sorted order; hidden files are skipped."""
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        dirs.sort()
+        for name in sorted(files):
+            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
+                yield Path(root) / name
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Any PIL-readable file as 8-bit RGB: EXIF rotation applied, alpha composited on
+    white, 16-bit and float images rescaled. Raises DataError naming the file."""
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            img.load()
+    except Exception as err:  # PIL raises many types (UnidentifiedImageError, OSError, ...)
+        raise DataError(f"cannot read image {path}: {err}") from None
+    return to_rgb(img)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        arr = np.asarray(img).astype(np.float64)
+        top = 1.0 if img.mode == "F" and arr.max() <= 1.0 else (255.0 if arr.max() <= 255 else 65535.0)
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        img = Image.fromarray(arr, "L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        base = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(base, rgba)
+    return img.convert("RGB") if img.mode != "RGB" else img

@@ -1,0 +1,65 @@
+"""The transforms of training and evaluation, without torchvision: they reproduce torchvision's
+Resize (PIL bilinear), RandomHorizontalFlip, ToTensor, Normalize and RandomErasing."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ToNormalizedTensor:
+    """Resize((size, size)) with PIL bilinear (as torchvision on PIL), ToTensor, Normalize."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        img = img.resize((self.size, self.size), Image.BILINEAR)
+        x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+        return (x.float().div_(255.0) - self.mean) / self.std
+
+
+class RandomErasing:
+    """torchvision.transforms.RandomErasing(p, scale, ratio=(0.3, 3.3), value=0)."""
+
+    def __init__(self, p: float, scale: tuple[float, float],
+                 ratio: tuple[float, float] = (0.3, 3.3)) -> None:
+        self.p, self.scale = p, scale
+        self.log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.rand(1).item() >= self.p:
+            return x
+        _, h_img, w_img = x.shape
+        for _ in range(10):
+            area = h_img * w_img * torch.empty(1).uniform_(*self.scale).item()
+            aspect = math.exp(torch.empty(1).uniform_(*self.log_ratio).item())
+            h = int(round(math.sqrt(area * aspect)))
+            w = int(round(math.sqrt(area / aspect)))
+            if h < h_img and w < w_img:
+                i = int(torch.randint(0, h_img - h + 1, (1,)).item())
+                j = int(torch.randint(0, w_img - w + 1, (1,)).item())
+                x = x.clone()
+                x[:, i:i + h, j:j + w] = 0.0
+                return x
+        return x
+
+
+class TrainTransform:
+    """Resize -> RandomHorizontalFlip -> ToTensor -> Normalize -> RandomErasing (the authors' recipe)."""
+
+    def __init__(self, size: int, erase_p: float, erase_scale: tuple[float, float]) -> None:
+        self.to_tensor = ToNormalizedTensor(size)
+        self.erase = RandomErasing(erase_p, erase_scale)
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        if torch.rand(1).item() < 0.5:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        return self.erase(self.to_tensor(img))
