@@ -12,7 +12,7 @@
 // their own dtype and strides while their tiles are staged (converted to the compute type T and
 // zero padded), and results are converted on their last write: no whole-tensor copies. Within a
 // task, queries go in blocks of kBlockQ rows; each block holds its full (rows x N) logit panel, so
-// the softmax is an exact two-pass one in T. Matrices are padded with zeros to whole vector pairs
+// the softmax is an exact two-pass one in T. Matrices are padded with zeros to whole vectors
 // (N, D) and whole register tiles (rows); padded keys get a -inf logit.
 
 template <class T> struct VecOf;
@@ -218,49 +218,57 @@ inline Vec<double> vexp(Vec<double> x) {
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
+// C[M x NV vectors] += A B for the column block at c: a kTileM x NV-vector register tile per
+// kTileM rows, the B panel reused over M.
+template <int NV, class T>
+void gemm_block(int64_t M, int64_t c, int64_t K, const T* A, int64_t am, int64_t ak, const T* B,
+                int64_t ldb, T* C, int64_t ldc) {
+  constexpr int64_t L = kLanes<T>;
+  for (int64_t m = 0; m < M; m += kTileM) {
+    T* cp = C + m * ldc + c;
+    Vec<T> acc[kTileM][NV];
+#pragma GCC unroll 8
+    for (int64_t i = 0; i < kTileM; ++i)
+#pragma GCC unroll 2
+      for (int64_t j = 0; j < NV; ++j) acc[i][j] = vload(cp + i * ldc + j * L);
+    const T* ap = A + m * am;
+    const T* bp = B + c;
+    for (int64_t k = 0; k < K; ++k, ap += ak, bp += ldb) {
+      Vec<T> b[NV];
+#pragma GCC unroll 2
+      for (int64_t j = 0; j < NV; ++j) b[j] = vload(bp + j * L);
+#pragma GCC unroll 8
+      for (int64_t i = 0; i < kTileM; ++i) {
+        const T s = ap[i * am];
+#pragma GCC unroll 2
+        for (int64_t j = 0; j < NV; ++j) acc[i][j] += s * b[j];
+      }
+    }
+#pragma GCC unroll 8
+    for (int64_t i = 0; i < kTileM; ++i)
+#pragma GCC unroll 2
+      for (int64_t j = 0; j < NV; ++j) vstore(cp + i * ldc + j * L, acc[i][j]);
+  }
+}
+
 // C[M x ncols] += A B with a(m, k) = A[m*am + k*ak] and B rows of ncols at stride ldb.
-// M % kTileM == 0, ncols % (2*lanes) == 0. kTileM x (2 vectors) register tile, B panel reused
-// over M.
+// M % kTileM == 0, ncols % lanes == 0: blocks of two vectors, then one.
 template <class T>
 void gemm_acc(int64_t M, int64_t ncols, int64_t K, const T* A, int64_t am, int64_t ak,
               const T* B, int64_t ldb, T* C, int64_t ldc) {
   constexpr int64_t L = kLanes<T>;
-  for (int64_t c = 0; c < ncols; c += 2 * L) {
-    for (int64_t m = 0; m < M; m += kTileM) {
-      T* cp = C + m * ldc + c;
-      Vec<T> acc[kTileM][2];
-#pragma GCC unroll 8
-      for (int64_t i = 0; i < kTileM; ++i) {
-        acc[i][0] = vload(cp + i * ldc);
-        acc[i][1] = vload(cp + i * ldc + L);
-      }
-      const T* ap = A + m * am;
-      const T* bp = B + c;
-      for (int64_t k = 0; k < K; ++k, ap += ak, bp += ldb) {
-        const Vec<T> x = vload(bp), y = vload(bp + L);
-#pragma GCC unroll 8
-        for (int64_t i = 0; i < kTileM; ++i) {
-          const T s = ap[i * am];
-          acc[i][0] += s * x;
-          acc[i][1] += s * y;
-        }
-      }
-#pragma GCC unroll 8
-      for (int64_t i = 0; i < kTileM; ++i) {
-        vstore(cp + i * ldc, acc[i][0]);
-        vstore(cp + i * ldc + L, acc[i][1]);
-      }
-    }
-  }
+  int64_t c = 0;
+  for (; c + 2 * L <= ncols; c += 2 * L) gemm_block<2>(M, c, K, A, am, ak, B, ldb, C, ldc);
+  if (c < ncols) gemm_block<1>(M, c, K, A, am, ak, B, ldb, C, ldc);
 }
 
 // Per-problem sizes shared by forward and backward.
 struct Layout {
   int64_t N, D, H, Np, Dp, rows;  // rows: table rows (2Wh-1)(2Ww-1)
   template <class T> static Layout make(const Dims& d) {
-    const int64_t v = 2 * kLanes<T>;
-    return {d.tokens, d.head_dim, d.heads, round_up(d.tokens, v), round_up(d.head_dim, v),
-            (2 * d.wh - 1) * (2 * d.ww - 1)};
+    static_assert(kLanes<T> % kTileM == 0, "padded N must be whole register tiles (dK, dV rows)");
+    return {d.tokens, d.head_dim, d.heads, round_up(d.tokens, kLanes<T>),
+            round_up(d.head_dim, kLanes<T>), (2 * d.wh - 1) * (2 * d.ww - 1)};
   }
 };
 
