@@ -35,7 +35,8 @@ def _extension():
 
     rel = lambda pattern: sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
     sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp")
-    cxx = ["-O3", "-g0", "-fopenmp", "-std=c++20", "-ffp-contract=fast"]
+    # -Wno-psabi: the generic CPU kernels pass wide vector values between internal functions.
+    cxx = ["-O3", "-g0", "-fopenmp", "-std=c++20", "-ffp-contract=fast", "-Wno-psabi"]
     kwargs = dict(extra_link_args=["-fopenmp"], include_dirs=[os.path.join(ROOT, "csrc")])
     if _want_cuda():
         if "TORCH_CUDA_ARCH_LIST" not in os.environ:

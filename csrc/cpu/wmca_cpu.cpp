@@ -1,36 +1,56 @@
-// CPU implementations of poster_fast::wmca_fwd / wmca_bwd: dtype handling around the
-// torch-free kernels (fp64 computes in fp64; fp32, fp16, bf16 compute in fp32).
+// CPU implementations of poster_fast::wmca_fwd / wmca_bwd: the kernels read every input in its
+// own dtype and strides and write results in their inputs' dtypes (no whole-tensor copies);
+// fp64 computes in fp64, fp32 / fp16 / bf16 in fp32. isa.cpp picks the kernel build; the private
+// ops cpu_isas(all=False), cpu_isa() and set_cpu_isa(name) list and select the builds.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include "../wmca.h"
-#include "wmca_cpu.h"
+#include "isa.h"
 
 namespace poster_fast {
 namespace {
 
-at::ScalarType compute_type(const at::Tensor& q) {
-  return q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+cpu::DType kernel_dtype(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return cpu::DType::kFloat32;
+    case at::kDouble: return cpu::DType::kFloat64;
+    case at::kHalf: return cpu::DType::kFloat16;
+    case at::kBFloat16: return cpu::DType::kBFloat16;
+    default: TORCH_CHECK(false, "poster_fast CPU kernels: unsupported dtype ", t.scalar_type());
+  }
 }
 
-at::Tensor prepared(const at::Tensor& t, at::ScalarType ct) { return t.to(ct).contiguous(); }
+cpu::In in(const at::Tensor& t) {
+  cpu::In a{t.const_data_ptr(), kernel_dtype(t), {0, 0, 0, 0}};
+  for (int64_t i = 0; i < t.dim(); ++i) a.stride[i] = t.stride(i);
+  return a;
+}
+
+cpu::Out out(const at::Tensor& t) { return {t.data_ptr(), kernel_dtype(t)}; }
 
 cpu::Dims dims(const Problem& p, double scale) {
   return {p.batch, p.windows, p.heads, p.tokens, p.head_dim, p.wh, p.ww, scale};
 }
 
-// The AVX2 + FMA kernels where the CPU has them (x86-64 only), else the baseline ones.
-template <class T> auto forward_kernel() {
-#if defined(__x86_64__)
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &cpu::avx2::forward<T>;
-#endif
-  return &cpu::generic::forward<T>;
+at::ScalarType compute_type(const at::Tensor& q) {
+  return q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
-template <class T> auto backward_kernel() {
-#if defined(__x86_64__)
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &cpu::avx2::backward<T>;
-#endif
-  return &cpu::generic::backward<T>;
+
+const cpu::Isa& kernels() {
+  std::string error;
+  const cpu::Isa* isa = cpu::selected_isa(&error);
+  TORCH_CHECK(isa, error);
+  return *isa;
+}
+
+std::string cpu_isa() { return kernels().name; }
+
+std::string set_cpu_isa(const std::string& name) {
+  std::string previous;
+  const std::string error = cpu::select_isa(name, &previous);
+  TORCH_CHECK(error.empty(), error);
+  return previous;
 }
 
 void check_cpu(const at::Tensor& q) {
@@ -43,49 +63,49 @@ std::tuple<at::Tensor, at::Tensor> fwd_cpu(const at::Tensor& q, const at::Tensor
   check_cpu(q);
   const Problem p = check_forward(q, k, v, table, wh, ww);
   const auto ct = compute_type(q);
-  const at::Tensor qc = prepared(q, ct), kc = prepared(k, ct), vc = prepared(v, ct),
-                   tc = prepared(table, ct);
-  at::Tensor out = at::empty(k.sizes(), kc.options());
-  at::Tensor lse = at::empty({k.size(0), p.heads, p.tokens}, kc.options());
+  at::Tensor o = at::empty(k.sizes(), q.options());
+  at::Tensor lse = at::empty({k.size(0), p.heads, p.tokens}, q.options().dtype(ct));
+  const cpu::Isa& isa = kernels();
   const cpu::Dims d = dims(p, scale);
-  AT_DISPATCH_SWITCH(ct, "wmca_fwd_cpu", AT_DISPATCH_CASE_FLOATING_TYPES([&] {
-    auto run = forward_kernel<scalar_t>();
-    run(qc.data_ptr<scalar_t>(), kc.data_ptr<scalar_t>(), vc.data_ptr<scalar_t>(),
-        tc.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>(), d);
-  }));
-  return {out.to(q.scalar_type()), lse};
+  if (ct == at::kDouble)
+    isa.forward_d(in(q), in(k), in(v), in(table), out(o), lse.data_ptr<double>(), d);
+  else
+    isa.forward_f(in(q), in(k), in(v), in(table), out(o), lse.data_ptr<float>(), d);
+  return {o, lse};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bwd_cpu(
     const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-    const at::Tensor& table, const at::Tensor& out, const at::Tensor& lse, int64_t wh, int64_t ww,
+    const at::Tensor& table, const at::Tensor& o, const at::Tensor& lse, int64_t wh, int64_t ww,
     double scale) {
   check_cpu(q);
-  const Problem p = check_backward(dout, q, k, v, table, out, lse, wh, ww);
+  const Problem p = check_backward(dout, q, k, v, table, o, lse, wh, ww);
   const auto ct = compute_type(q);
-  const at::Tensor gc = prepared(dout, ct), qc = prepared(q, ct), kc = prepared(k, ct),
-                   vc = prepared(v, ct), tc = prepared(table, ct), oc = prepared(out, ct),
-                   lc = prepared(lse, ct);
-  at::Tensor dq = at::empty(q.sizes(), qc.options());
-  at::Tensor dq_win = p.windows == 1 ? dq : at::empty(k.sizes(), qc.options());
-  at::Tensor dk = at::empty(k.sizes(), kc.options()), dv = at::empty(k.sizes(), kc.options());
-  at::Tensor dtable = at::empty(table.sizes(), tc.options());
-  at::Tensor part = at::empty({k.size(0) * p.heads, p.table_rows()}, tc.options());
+  at::Tensor dq = at::empty(q.sizes(), q.options()), dk = at::empty(k.sizes(), k.options()),
+             dv = at::empty(v.sizes(), v.options()), dtable = at::empty(table.sizes(), table.options());
+  at::Tensor dq_win = p.windows > 1 ? at::empty(k.sizes(), q.options().dtype(ct)) : at::Tensor();
+  at::Tensor part = at::empty({k.size(0) * p.heads, p.table_rows()}, q.options().dtype(ct));
+  const cpu::Isa& isa = kernels();
   const cpu::Dims d = dims(p, scale);
-  AT_DISPATCH_SWITCH(ct, "wmca_bwd_cpu", AT_DISPATCH_CASE_FLOATING_TYPES([&] {
-    auto run = backward_kernel<scalar_t>();
-    run(gc.data_ptr<scalar_t>(), qc.data_ptr<scalar_t>(), kc.data_ptr<scalar_t>(),
-        vc.data_ptr<scalar_t>(), tc.data_ptr<scalar_t>(), oc.data_ptr<scalar_t>(),
-        lc.data_ptr<scalar_t>(), dq.data_ptr<scalar_t>(), dq_win.data_ptr<scalar_t>(),
-        dk.data_ptr<scalar_t>(), dv.data_ptr<scalar_t>(), dtable.data_ptr<scalar_t>(),
-        part.data_ptr<scalar_t>(), d);
-  }));
-  return {dq.to(q.scalar_type()), dk.to(k.scalar_type()), dv.to(v.scalar_type()),
-          dtable.to(table.scalar_type())};
+  if (ct == at::kDouble)
+    isa.backward_d(in(dout), in(q), in(k), in(v), in(table), in(o), in(lse), out(dq), out(dk),
+                   out(dv), out(dtable), dq_win.defined() ? dq_win.data_ptr<double>() : nullptr,
+                   part.data_ptr<double>(), d);
+  else
+    isa.backward_f(in(dout), in(q), in(k), in(v), in(table), in(o), in(lse), out(dq), out(dk),
+                   out(dv), out(dtable), dq_win.defined() ? dq_win.data_ptr<float>() : nullptr,
+                   part.data_ptr<float>(), d);
+  return {dq, dk, dv, dtable};
 }
 
 }  // namespace
 }  // namespace poster_fast
+
+TORCH_LIBRARY_FRAGMENT(poster_fast, m) {
+  m.def("cpu_isas(bool all=False) -> str[]", &poster_fast::cpu::isa_names);
+  m.def("cpu_isa() -> str", &poster_fast::cpu_isa);
+  m.def("set_cpu_isa(str isa) -> str", &poster_fast::set_cpu_isa);
+}
 
 TORCH_LIBRARY_IMPL(poster_fast, CPU, m) {
   m.impl("wmca_fwd", &poster_fast::fwd_cpu);
