@@ -353,20 +353,27 @@ bool wanted(const std::vector<std::string>& list, const char* name) {
   return false;
 }
 
+// Peak rates of an H100/H200 SXM (132 SMs at 1.83 GHz): dense tensor-core multiply-adds with
+// fp16/bf16 and tf32 operands, and one 128-byte shared-memory wavefront per SM and clock. The
+// floors below are lower bounds on a kernel's time, not predictions.
+constexpr double kTc16FmaPerS = 494.7e12, kTf32FmaPerS = 247.4e12, kWavefrontsPerS = 132 * 1.83e9;
+
 // Counters at batch 144 from runs at batch 1 and 2: p1 + 143 * (p2 - p1).
 void print_profile(const std::vector<emu::KernelProfile>& p1, const std::vector<emu::KernelProfile>& p2) {
-  std::printf("  %-26s %6s %7s %9s %9s %10s %6s %10s %9s %8s\n", "kernel (batch 144)", "blocks",
-              "smem B", "tc16 FMA", "tf32 FMA", "smem wavef", "confl", "gmem sect", "gmem MB", "barriers");
+  std::printf("  %-26s %6s %7s %9s %9s %10s %6s %10s %9s %8s %8s %8s\n", "kernel (batch 144)", "blocks",
+              "smem B", "tc16 FMA", "tf32 FMA", "smem wavef", "confl", "gmem sect", "gmem MB", "barriers",
+              "tc us", "smem us");
   for (size_t i = 0; i < p1.size() && i < p2.size(); ++i) {
     const emu::KernelProfile &a = p1[i], &b = p2[i];
     auto at144 = [](double x1, double x2) { return x1 + 143 * (x2 - x1); };
     const double ideal = at144(a.smem_ideal_wavefronts, b.smem_ideal_wavefronts);
     const double wave = at144(a.smem_wavefronts, b.smem_wavefronts);
-    std::printf("  %-26s %6.0f %7zu %9.3g %9.3g %10.4g %5.3fx %10.4g %9.1f %8.3g\n", a.name.c_str(),
-                at144(a.blocks, b.blocks), a.smem_bytes, at144(a.tc_fma_16bit, b.tc_fma_16bit),
-                at144(a.tc_fma_tf32, b.tc_fma_tf32), wave, ideal > 0 ? wave / ideal : 1.0,
+    const double tc16 = at144(a.tc_fma_16bit, b.tc_fma_16bit), tf32 = at144(a.tc_fma_tf32, b.tc_fma_tf32);
+    std::printf("  %-26s %6.0f %7zu %9.3g %9.3g %10.4g %5.3fx %10.4g %9.1f %8.3g %8.1f %8.1f\n", a.name.c_str(),
+                at144(a.blocks, b.blocks), a.smem_bytes, tc16, tf32, wave, ideal > 0 ? wave / ideal : 1.0,
                 at144(a.gmem_sectors, b.gmem_sectors), at144(a.gmem_bytes, b.gmem_bytes) / 1e6,
-                at144(a.barriers, b.barriers));
+                at144(a.barriers, b.barriers), 1e6 * (tc16 / kTc16FmaPerS + tf32 / kTf32FmaPerS),
+                1e6 * wave / kWavefrontsPerS);
     for (const emu::KernelProfile::Site& site : b.conflicts)
       std::printf("      bank conflicts at %s: %ld requests, %ld extra wavefronts (batch 2)\n",
                   site.where.c_str(), site.requests, site.extra_wavefronts);
