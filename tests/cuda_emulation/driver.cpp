@@ -37,11 +37,13 @@ struct Case {
 };
 
 // POSTER's three levels, then several windows, a non-square window with N = 117 (not a multiple
-// of 64) and D = 20 (not a multiple of 16), and D = 64.
+// of 64) and D = 20 (not a multiple of 16), D = 64, D = 6 (element-wise loads and stores), and a
+// window row longer than a tile (1 x 70).
 const Case kCases[] = {
-    {"level1", 1, 1, 2, 28, 28, 32}, {"level2", 1, 1, 4, 14, 14, 32},
-    {"level3", 2, 1, 8, 7, 7, 32},   {"windows", 2, 3, 2, 7, 7, 32},
+    {"level1", 1, 1, 2, 28, 28, 32},   {"level2", 1, 1, 4, 14, 14, 32},
+    {"level3", 2, 1, 8, 7, 7, 32},     {"windows", 2, 3, 2, 7, 7, 32},
     {"nonsquare", 1, 2, 3, 9, 13, 20}, {"d64", 1, 2, 2, 6, 6, 64},
+    {"d6", 2, 2, 1, 2, 3, 6},          {"wide", 1, 1, 2, 1, 70, 16},
 };
 
 struct DTypeInfo {
