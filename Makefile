@@ -69,7 +69,7 @@ EMU_KERNELS ?= csrc/cuda/wmca_kernels.cu
 EMU_ARGS    ?=
 EMU_CXX     ?= g++
 EMU_FLAGS    = -std=c++20 -O2 -g -Wall -Wextra -Itests/cuda_emulation/include -Itests/cuda_emulation -Icsrc/cuda
-EMU_KASAN    = -fno-tree-sra -fno-tree-sink -fsanitize=kernel-address --param asan-instrumentation-with-call-threshold=0 \
+EMU_KASAN    = -Wno-unknown-pragmas -fno-tree-sra -fno-tree-sink -fsanitize=kernel-address --param asan-instrumentation-with-call-threshold=0 \
                --param asan-stack=0 --param asan-globals=0
 
 .PHONY: cuda-emulation

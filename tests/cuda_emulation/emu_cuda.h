@@ -22,10 +22,8 @@
 #define __global__
 #define __device__
 #define __host__
-#define __forceinline__ inline
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
-#define __restrict__ __restrict
 // Only dynamic shared memory (`extern __shared__`, rewritten to emu::dynamic_shared()) exists here.
 #define __shared__ static_shared_memory_is_not_emulated
 
@@ -84,7 +82,7 @@ using cudaStream_t = CUstream_st*;
 
 namespace emu {
 cudaError_t set_max_dynamic_smem(const void* kernel, int bytes);
-cudaError_t last_error(bool clear);
+cudaError_t take_last_error();
 const char* error_string(cudaError_t e);
 }  // namespace emu
 
@@ -93,8 +91,7 @@ inline cudaError_t cudaFuncSetAttribute(Kernel* kernel, cudaFuncAttribute attr, 
   if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaErrorInvalidValue;
   return emu::set_max_dynamic_smem(reinterpret_cast<const void*>(kernel), value);
 }
-inline cudaError_t cudaGetLastError() { return emu::last_error(true); }
-inline cudaError_t cudaPeekAtLastError() { return emu::last_error(false); }
+inline cudaError_t cudaGetLastError() { return emu::take_last_error(); }
 inline const char* cudaGetErrorString(cudaError_t e) { return emu::error_string(e); }
 
 // ---- 16-bit floating types (round to nearest even, as __float2half_rn / __float2bfloat16_rn) --
@@ -137,10 +134,8 @@ inline float bf16_bits_to_float(uint16_t b) { return bits_float(static_cast<uint
 }  // namespace emu
 
 inline __half __float2half_rn(float f) { return {emu::float_to_half_bits(f)}; }
-inline __half __float2half(float f) { return __float2half_rn(f); }
 inline float __half2float(__half h) { return emu::half_bits_to_float(h.bits); }
 inline __nv_bfloat16 __float2bfloat16_rn(float f) { return {emu::float_to_bf16_bits(f)}; }
-inline __nv_bfloat16 __float2bfloat16(float f) { return __float2bfloat16_rn(f); }
 inline float __bfloat162float(__nv_bfloat16 b) { return emu::bf16_bits_to_float(b.bits); }
 
 // ---- math --------------------------------------------------------------------------------
@@ -148,46 +143,26 @@ inline float __bfloat162float(__nv_bfloat16 b) { return emu::bf16_bits_to_float(
 // product is rounded as on the GPU, ex2 itself is computed exactly here. Denormals are flushed
 // (FTZ/DAZ) while kernels run, as with -ftz=true.
 inline float __expf(float x) { return std::exp2(x * 1.44269504088896341f); }
-inline float __logf(float x) { return std::log2(x) * 0.693147180559945309f; }
-inline float __fdividef(float a, float b) { return a / b; }
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
-inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
-inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
-inline long long min(long long a, long long b) { return a < b ? a : b; }
-inline long long max(long long a, long long b) { return a > b ? a : b; }
 
 // ---- synchronisation and warp shuffles -----------------------------------------------------
-// Out of line (emu_runtime.cpp): each may switch to another fiber; the call site identifies the
-// barrier and the instruction for the checks and the bank model.
+// Out of line (emu_runtime.cpp): each may switch to another fiber.
 namespace emu {
 void syncthreads();
 void syncwarp(unsigned mask);
-uint32_t shfl(unsigned mask, uint32_t value, int lane_arg, int width, int mode);
-enum ShflMode { kShflIdx, kShflXor, kShflDown, kShflUp };
-template <class T> T shfl_as(unsigned mask, T v, int lane_arg, int width, int mode) {
+uint32_t shfl_xor(unsigned mask, uint32_t value, int lane_mask, int width);
+}  // namespace emu
+
+inline void __syncthreads() { emu::syncthreads(); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) { emu::syncwarp(mask); }
+template <class T> inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
   static_assert(sizeof(T) == 4, "emulated shuffles move 32-bit values");
   uint32_t u;
   std::memcpy(&u, &v, 4);
-  u = shfl(mask, u, lane_arg, width, mode);
+  u = emu::shfl_xor(mask, u, lane_mask, width);
   std::memcpy(&v, &u, 4);
   return v;
-}
-}  // namespace emu
-
-__attribute__((always_inline)) inline void __syncthreads() { emu::syncthreads(); }
-__attribute__((always_inline)) inline void __syncwarp(unsigned mask = 0xffffffffu) { emu::syncwarp(mask); }
-template <class T> inline T __shfl_xor_sync(unsigned m, T v, int lane_mask, int width = 32) {
-  return emu::shfl_as(m, v, lane_mask, width, emu::kShflXor);
-}
-template <class T> inline T __shfl_sync(unsigned m, T v, int src, int width = 32) {
-  return emu::shfl_as(m, v, src, width, emu::kShflIdx);
-}
-template <class T> inline T __shfl_down_sync(unsigned m, T v, unsigned delta, int width = 32) {
-  return emu::shfl_as(m, v, static_cast<int>(delta), width, emu::kShflDown);
-}
-template <class T> inline T __shfl_up_sync(unsigned m, T v, unsigned delta, int width = 32) {
-  return emu::shfl_as(m, v, static_cast<int>(delta), width, emu::kShflUp);
 }
 
 // ---- WMMA ----------------------------------------------------------------------------------

@@ -42,13 +42,13 @@ Findings findings();
 void set_profiling(bool on);
 struct KernelProfile {
   std::string name;
-  long launches = 0, blocks = 0, threads_per_block = 0;
-  size_t smem_bytes = 0;
-  long barriers = 0, warp_syncs = 0, shuffles = 0;
+  long blocks = 0;
+  size_t smem_bytes = 0;  // dynamic shared memory per block
+  long barriers = 0;      // per block, summed
   long tc_fma_16bit = 0;  // tensor-core multiply-adds, fp16/bf16 operands
   long tc_fma_tf32 = 0;   // tensor-core multiply-adds, tf32 operands
-  long smem_requests = 0, smem_wavefronts = 0, smem_ideal_wavefronts = 0, smem_bytes_moved = 0;
-  long gmem_requests = 0, gmem_sectors = 0, gmem_bytes = 0;
+  long smem_wavefronts = 0, smem_ideal_wavefronts = 0;
+  long gmem_sectors = 0, gmem_bytes = 0;
   // Shared-memory instructions with bank conflicts: where (an offset into the executable for
   // scalar accesses, e.g. for addr2line; or the WMMA operation), requests, extra wavefronts.
   struct Site {

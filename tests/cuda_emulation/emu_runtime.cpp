@@ -69,7 +69,7 @@ struct LaneCall {
   int op = 0;
   unsigned mask = 0;
   uint32_t value = 0;
-  int lane_arg = 0, width = 32, mode = 0;
+  int lane_arg = 0, width = 32;
   const FragInfo* f[4] = {};
   void* x[4] = {};
   const void* p = nullptr;
@@ -233,12 +233,10 @@ std::string site_name(uintptr_t pc) {
 
 void count_shared(const std::vector<Access>& req, uintptr_t site) {
   if (!g_prof || req.empty()) return;
-  ++g_prof->smem_requests;
   long ideal = 0;
   const long waves = wavefronts(req, &ideal);
   g_prof->smem_wavefronts += waves;
   g_prof->smem_ideal_wavefronts += ideal;
-  for (const Access& a : req) g_prof->smem_bytes_moved += a.bytes;
   if (waves > ideal) {
     SiteCount& c = g_sites[g_prof->name][site_name(site)];
     ++c.requests;
@@ -254,7 +252,6 @@ void count_global(const std::vector<Access>& req, uintptr_t) {
     g_prof->gmem_bytes += a.bytes;
   }
   std::sort(sectors.begin(), sectors.end());
-  ++g_prof->gmem_requests;
   g_prof->gmem_sectors += std::unique(sectors.begin(), sectors.end()) - sectors.begin();
 }
 
@@ -522,8 +519,6 @@ void run_block(int nthreads) {
 }
 
 // ---- warp rendezvous -----------------------------------------------------------------------
-const std::vector<int>& slot_map(const FragInfo& f);
-
 bool check_warp_call() {
   if (blockDim.x * blockDim.y * blockDim.z % 32 != 0) {
     finding(g_findings.sync_errors, "warp-wide operation in a block that is not a whole number of warps");
@@ -552,7 +547,6 @@ void rendezvous(WarpState& w, int warp) {
     finding(g_findings.sync_errors, "partial-warp mask %#x is not emulated", c0.mask);
   else if (c0.op == kOpSyncwarp) {
     ++w.wep;
-    if (g_prof) ++g_prof->warp_syncs;
   } else if (c0.op == kOpShfl) {
     shfl_execute(w);
   } else {
@@ -578,21 +572,11 @@ void shfl_execute(WarpState& w) {
   std::array<uint32_t, 32> out;
   for (int l = 0; l < 32; ++l) {
     const LaneCall& c = w.calls[l];
-    if (c.mode != c0.mode || c.width != c0.width)
-      finding(g_findings.sync_errors, "lanes use different shuffle kinds or widths");
-    const int width = c.width, seg = l & ~(width - 1);
-    int src = l;
-    switch (c.mode) {
-      case kShflIdx: src = seg + (c.lane_arg & (width - 1)); break;
-      case kShflXor: src = l ^ c.lane_arg; break;
-      case kShflDown: src = l + c.lane_arg; break;
-      default: src = l - c.lane_arg; break;
-    }
-    if (src < seg || src >= seg + width) src = l;
-    out[l] = w.calls[src].value;
+    if (c.width != c0.width) finding(g_findings.sync_errors, "lanes shuffle with different widths");
+    const int seg = l & ~(c.width - 1), src = l ^ c.lane_arg;
+    out[l] = w.calls[src >= seg && src < seg + c.width ? src : l].value;
   }
   for (int l = 0; l < 32; ++l) w.calls[l].value = out[l];
-  if (g_prof) ++g_prof->shuffles;
 }
 
 // ---- WMMA ----------------------------------------------------------------------------------
@@ -822,15 +806,16 @@ void syncthreads() {
   yield();
 }
 
-void syncwarp(unsigned mask) { lane_call(kOpSyncwarp, mask);
-  warp_op(); }
+void syncwarp(unsigned mask) {
+  lane_call(kOpSyncwarp, mask);
+  warp_op();
+}
 
-uint32_t shfl(unsigned mask, uint32_t value, int lane_arg, int width, int mode) {
+uint32_t shfl_xor(unsigned mask, uint32_t value, int lane_mask, int width) {
   LaneCall& c = lane_call(kOpShfl, mask);
   c.value = value;
-  c.lane_arg = lane_arg;
+  c.lane_arg = lane_mask;
   c.width = width;
-  c.mode = mode;
   warp_op();
   return g_warps[g_cur >> 5].calls[g_cur & 31].value;
 }
@@ -877,9 +862,9 @@ cudaError_t set_max_dynamic_smem(const void* kernel, int bytes) {
   return cudaSuccess;
 }
 
-cudaError_t last_error(bool clear) {
+cudaError_t take_last_error() {
   const cudaError_t e = g_last_error;
-  if (clear) g_last_error = cudaSuccess;
+  g_last_error = cudaSuccess;
   return e;
 }
 
@@ -914,8 +899,6 @@ void launch(const LaunchConfig& cfg, const void* kernel, const char* type_label,
   if (g_profiling) {
     g_prof = &g_profiles[g_label];
     g_prof->name = g_label;
-    ++g_prof->launches;
-    g_prof->threads_per_block = threads;
     g_prof->smem_bytes = cfg.smem;
     g_prof->blocks += static_cast<long>(cfg.grid.x) * cfg.grid.y * cfg.grid.z;
   }
