@@ -1,8 +1,9 @@
 // CUDA W-MCSA kernels, torch-free. A block of 4 warps owns a 64-row tile (queries, or keys for
 // dK/dV); each warp owns 16 of its rows and computes every product on tensor cores through WMMA:
 // fp16/bf16 as m16n16k16 with fp32 accumulation, fp32 as 3xTF32 (each operand split into a tf32
-// part and a tf32 residual, three products), so fp32 runs on tensor cores at fp32-level accuracy.
-// Operand tiles are staged in shared memory (zero padded to 64 rows and to DP = 16*NT columns).
+// part and a tf32 residual, three products; within the fp32 error policy in the CPU emulation of
+// tests/cuda_emulation). Operand tiles are staged in shared memory (zero padded to 64 rows and to
+// DP = 16*NT columns).
 //
 // forward: block (query tile, head, window): S^T = K Q^T per key tile, online softmax per query
 //   (a column of S^T, owned by 4 lanes), O^T += V^T P^T.
@@ -12,7 +13,8 @@
 //   into two table bins that no other diagonal reaches (no atomics); a parallel fixed-order
 //   reduction then sums the partial tables. Every result is bitwise deterministic.
 //
-// Bank conflicts: leading dimensions are padded so that every warp access hits distinct banks:
+// Bank conflicts: leading dimensions are padded so that every warp access to a tile hits distinct
+// banks (only the gather of bias-table entries depends on the data):
 // 16-bit tiles have an odd number of 16-byte segments per row (ldmatrix reads eight rows of 16
 // bytes); fp32 accumulator tiles have rows of 8 (mod 32) words (64-bit fragment stores); fp32
 // tensor-core operands have rows of 4 (mod 32) words when the reduction runs along a row and
