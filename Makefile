@@ -67,3 +67,28 @@ cuda-build-check: $(CUDA_VENV)/.deps
 
 clean:
 	rm -rf build *.egg-info poster_fast/*.so
+
+# The CUDA kernels compiled for the CPU and run in an emulation of the CUDA constructs they use
+# (tests/cuda_emulation): forward and backward on POSTER's shapes in fp32/fp16/bf16 against a
+# float64 reference, with race, bounds and initialisation checks. g++ only, no GPU, no nvcc.
+# Two CUDA-only syntaxes are rewritten first: <<<...>>> launches and `extern __shared__` arrays.
+EMU_DIR     ?= build/cuda-emulation
+EMU_KERNELS ?= csrc/cuda/wmca_kernels.cu
+EMU_ARGS    ?=
+EMU_CXX     ?= g++
+EMU_FLAGS    = -std=c++20 -O2 -g -Wall -Wextra -Itests/cuda_emulation/include -Itests/cuda_emulation -Icsrc/cuda
+EMU_KASAN    = -Wno-unknown-pragmas -fno-tree-sra -fno-tree-sink -fsanitize=kernel-address --param asan-instrumentation-with-call-threshold=0 \
+               --param asan-stack=0 --param asan-globals=0
+
+.PHONY: cuda-emulation
+cuda-emulation:
+	mkdir -p $(EMU_DIR)
+	{ echo '#line 1 "$(EMU_KERNELS)"'; sed -E \
+		-e 's/extern __shared__ (__align__\([0-9]+\) )?(.+) ([A-Za-z_][A-Za-z0-9_]*)\[\];/\2* \3 = reinterpret_cast<\2*>(::emu::dynamic_shared());/' \
+		-e 's/([A-Za-z_][A-Za-z0-9_]*(<[^<>;]*>)?)<<</\1 | ::emu::launch_config("\1", /g' \
+		-e 's/>>>\(/) | ::emu::launch_args(/g' $(EMU_KERNELS); } > $(EMU_DIR)/kernels.cpp
+	$(EMU_CXX) $(EMU_FLAGS) $(EMU_KASAN) -c $(EMU_DIR)/kernels.cpp -o $(EMU_DIR)/kernels.o
+	$(EMU_CXX) $(EMU_FLAGS) -c tests/cuda_emulation/emu_runtime.cpp -o $(EMU_DIR)/emu_runtime.o
+	$(EMU_CXX) $(EMU_FLAGS) -c tests/cuda_emulation/driver.cpp -o $(EMU_DIR)/driver.o
+	$(EMU_CXX) $(EMU_DIR)/kernels.o $(EMU_DIR)/emu_runtime.o $(EMU_DIR)/driver.o -o $(EMU_DIR)/driver
+	$(EMU_DIR)/driver $(EMU_ARGS)
