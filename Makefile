@@ -65,6 +65,13 @@ cuda-build-check: $(CUDA_VENV)/.deps
 		"import poster_fast._C as C; assert C.with_cuda, 'built without CUDA'; print('poster_fast._C with CUDA: ok')"
 	cd build/cuda-pkg && $(abspath $(CUDA_VENV))/bin/python -m pytest ../../tests/test_extension.py ../../tests/ops ../../tests/test_ops.py -q -ra -p no:cacheprovider
 
+# Registers, spills and shared memory of every Triton kernel x autotune config x dtype for sm_80
+# and sm_90, and of the CUDA kernels (nvcc -Xptxas -v; skipped when NVCC is missing), compiled offline:
+# no GPU needed. Fails where a config the autotuner may pick spills or overflows shared memory.
+.PHONY: kernel-report
+kernel-report: setup
+	$(PY) benchmarks/kernel_report.py --nvcc $(NVCC) $(KERNEL_REPORT_ARGS)
+
 clean:
 	rm -rf build *.egg-info poster_fast/*.so
 

@@ -1,49 +1,103 @@
 """The Triton W-MCSA kernels and their autotune configs (launched by launch.py).
 
 - `_fwd_kernel`, grid (query blocks * B*H,): loads its q block once, then for every window of
-  its image runs an online softmax over key blocks; the bias is gathered from the table by the
-  relative index computed from token coordinates. Stores out and the natural-log LSE.
+  its image runs an online softmax over key blocks; the bias is gathered from the (float32)
+  table by the relative index computed from token coordinates. Stores out and the natural-log LSE.
 - `_delta_kernel`: delta = rowsum(dO * O).
 - `_dkdv_kernel`, grid (key blocks * B*nW*H,): recomputes P^T per query block; dK, dV.
 - `_dq_kernel`, grid (query blocks * B*H,): dQ summed over the image's windows in window order.
-- `_dtable_kernel`, grid (2Wh-1, H, window chunks): for row offset dh = hi - hj, the
-  (row hi, row hj) block of dS is Toeplitz in (wi, wj): its diagonal sums are the table rows
-  dh*(2Ww-1) + 0..2Ww-2. Each program recomputes those Ww x Ww blocks (several image rows
-  packed in one >=16-wide tile for tl.dot) for its windows and rows, sums them in registers
-  and writes the tile to its own slot of a partial buffer.
-- `_dtable_reduce_kernel`, grid (2Wh-1, H): adds the chunk tiles in chunk order and sums the
+- `_dtable_kernel`, grid (slots * H,): tiles of BT tokens hold R whole image rows. The dS tile
+  of query tile qt and key tile kt = qt - delta maps entry (a, c) to the table row
+  (delta*R + a//Ww - c//Ww, a%Ww - c%Ww): the same map for every window and every tile pair with
+  the same delta. A slot sums the dS tiles of ITERS consecutive (window, pair) iterations of one
+  delta in registers (one add per score) and stores the sum in its own partial tile.
+- `_dtable_reduce_kernel`, grid (2Wh-1, H): for table row group dh, adds the slot tiles of the
+  (at most two) deltas that hold row pairs at distance dh, in slot order, then sums the
   diagonals. No atomics anywhere, every sum has a fixed order: d_table is bitwise deterministic.
-Grids put (block, batch*head) on axis 0 only (block fastest): CUDA caps axes 1 and 2 at 65535.
-All kernels accumulate in fp32. Under TRITON_INTERPRET=1 every dot runs in fp32 (F32DOT: the
-interpreter's bf16 dot is wrong), after rounding operands to the dtype the GPU would use.
+Grids put (block, batch*head) on axis 0 (block fastest): CUDA caps axes 1 and 2 at 65535.
+
+Precision: PREC is the fp32 matmul precision torch asks for. "ieee" (fp32 accuracy) runs the
+fp32 dots on tensor cores as 3xTF32 (input_precision "tf32x3"); "tf32" is plain TF32; half
+dots ignore it. All kernels accumulate in fp32. Under TRITON_INTERPRET=1 every dot runs in fp32
+(F32DOT: the interpreter's bf16 dot is wrong) on operands rounded as the GPU rounds them, 3xTF32
+included (_tf32x3_emulated).
+
+Autotune configs: CONFIGS holds each kernel's full list. POSTER_FAST_TRITON_CONFIGS="first"
+(read at import; default "all") gives the autotuner only the first config of each list, as does
+the interpreter, which runs one config only. `may_pick` says which configs the autotuner may pick
+for a dtype and arch; benchmarks/kernel_report.py checks that none of those spills registers or
+overflows shared memory on sm_80 and sm_90.
 """
 from __future__ import annotations
 
 import os
 
+import torch
 import triton
 import triton.language as tl
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-
-
-def _tuned(configs: list[triton.Config], key: list[str]):
-    """jit + autotune; exactly one config (the first) under the interpreter."""
-    def wrap(fn):
-        return triton.autotune(configs[:1] if INTERPRET else configs, key=key)(triton.jit(fn))
-    return wrap
+CONFIG_SET = os.environ.get("POSTER_FAST_TRITON_CONFIGS", "all")
+if CONFIG_SET not in ("all", "first"):
+    raise ValueError(f"POSTER_FAST_TRITON_CONFIGS={CONFIG_SET!r}: expected 'all' or 'first'")
 
 
 def _cfgs(names: tuple[str, ...], rows: list[tuple[int, ...]]) -> list[triton.Config]:
     """Configs from rows (block sizes..., num_warps, num_stages)."""
     return [triton.Config(dict(zip(names, r[:-2])), num_warps=r[-2], num_stages=r[-1]) for r in rows]
 
-# First row of each list is the interpreter's config.
-_QUERY_CFGS = _cfgs(("BM", "BN"), [(32, 32, 4, 1), (64, 32, 4, 2), (64, 64, 4, 3),
-                                   (128, 32, 4, 3), (128, 64, 8, 3)])
-_KEY_CFGS = _cfgs(("BN", "BM"), [(32, 32, 4, 1), (64, 32, 4, 2), (64, 64, 4, 3),
-                                 (128, 32, 8, 3), (128, 64, 8, 3)])
-_TABLE_CFGS = _cfgs((), [(4, 1), (2, 2), (4, 2), (8, 2)])
+
+# The first config of each list is the interpreter's and the one of CONFIG_SET "first"; it must
+# compile without spills for every dtype on sm_80 and sm_90 (fp32 dots as 3xTF32 need the most
+# registers: hence the narrow 64x16 dkdv tile).
+CONFIGS: dict[str, list[triton.Config]] = {
+    "_fwd_kernel": _cfgs(("BM", "BN"), [(32, 32, 4, 1), (64, 32, 4, 2), (64, 64, 8, 3),
+                                        (128, 32, 4, 3), (128, 64, 8, 3)]),
+    "_dkdv_kernel": _cfgs(("BN", "BM"), [(64, 16, 4, 1), (128, 16, 8, 1), (64, 32, 8, 2),
+                                         (128, 32, 8, 3), (128, 64, 8, 2)]),
+    "_dq_kernel": _cfgs(("BM", "BN"), [(32, 32, 4, 1), (64, 32, 8, 2), (64, 64, 4, 3),
+                                       (128, 32, 8, 2), (128, 64, 8, 3)]),
+    "_dtable_kernel": _cfgs((), [(8, 1), (4, 1), (8, 2), (4, 2)]),
+}
+_F32, _HALF = {torch.float32}, {torch.float16, torch.bfloat16}
+_ALL = _F32 | _HALF
+# Configs the autotuner must not pick, where ptxas spills registers (make kernel-report):
+# kernel -> config index -> {(dtype, arch)}.
+EXCLUDED: dict[str, dict[int, set[tuple[torch.dtype, int]]]] = {
+    "_fwd_kernel": {4: {(dt, 80) for dt in _ALL}},
+    "_dkdv_kernel": {2: {(torch.float32, 80)}, 3: {(torch.float32, 80)}, 4: {(torch.float32, 80)}},
+    "_dq_kernel": {2: {(torch.float32, 80)}, 4: {(dt, 80) for dt in _ALL}},
+    "_dtable_kernel": {1: {(torch.float32, 80), (torch.float32, 90)}, 2: {(torch.float32, 80)},
+                       3: {(torch.float32, 80), (torch.float32, 90)}},
+}
+
+
+def may_pick(kernel: str, index: int, dtype: torch.dtype, arch: int) -> bool:
+    """Whether the autotuner may pick CONFIGS[kernel][index] for `dtype` inputs on sm_`arch`."""
+    return (dtype, arch) not in EXCLUDED.get(kernel, {}).get(index, set())
+
+
+def _prune(kernel: str):
+    """Autotune pruning by may_pick, for the dtype of Q and the GPU the kernel runs on."""
+    def prune(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
+        q = named_args["Q"]
+        major, minor = torch.cuda.get_device_capability(q.device)
+        full = CONFIGS[kernel]
+        return [c for c in configs if may_pick(kernel, full.index(c), q.dtype, 10 * major + minor)]
+    return prune
+
+
+def _tuned(key: list[str]):
+    """jit + autotune over CONFIGS[name]; only the first config under the interpreter or with
+    POSTER_FAST_TRITON_CONFIGS=first."""
+    def wrap(fn):
+        configs = CONFIGS[fn.__name__]
+        if INTERPRET or CONFIG_SET == "first":
+            configs = configs[:1]
+        return triton.autotune(configs, key=key, prune_configs_by={"early_config_prune": _prune(fn.__name__)})(
+            triton.jit(fn))
+    return wrap
+
 
 # Device helpers. The interpreter re-patches triton.language on every nested @jit call
 # (milliseconds each); as plain Python functions they run the same code without that cost.
@@ -51,11 +105,44 @@ _helper = (lambda fn: fn) if INTERPRET else triton.jit
 
 
 @_helper
+def _tf32(x, ROUND: tl.constexpr):
+    """fp32 -> TF32 bits: round to nearest, ties away (cvt.rna.tf32.f32), or truncate (what the
+    tensor core reads of an fp32 register)."""
+    bits = x.to(tl.int32, bitcast=True)
+    if ROUND:
+        bits = bits + 0x1000
+    return (bits & -8192).to(tl.float32, bitcast=True)
+
+
+@_helper
+def _tf32x3_emulated(a, b):
+    """Triton's "tf32x3" dot as the GPU computes it: big = rna(x), small = x - big (read as TF32),
+    small products accumulated first, NaNs there zeroed, then the big product on top."""
+    a_big = _tf32(a, True)
+    b_big = _tf32(b, True)
+    a_small = _tf32(a - a_big, False)
+    b_small = _tf32(b - b_big, False)
+    small = tl.dot(a_small, b_big, input_precision="ieee")
+    small = tl.dot(a_big, b_small, small, input_precision="ieee")
+    small = tl.where(small != small, 0.0, small)
+    return tl.dot(a_big, b_big, small, input_precision="ieee")
+
+
+@_helper
 def _mm(a, b, PREC: tl.constexpr, F32DOT: tl.constexpr):
-    if F32DOT:  # the interpreter's bf16 dot is wrong
+    """a @ b in fp32 (see the module docstring for PREC)."""
+    if F32DOT:  # the interpreter: fp32 dots on the operands the GPU would see
         a = a.to(tl.float32)
         b = b.to(tl.float32)
-    return tl.dot(a, b, input_precision=PREC)
+        if PREC == "ieee":
+            c = _tf32x3_emulated(a, b)
+        else:
+            c = tl.dot(a, b, input_precision="ieee")
+    elif PREC == "ieee":
+        c = tl.dot(a, b, input_precision="tf32x3")
+    else:
+        c = tl.dot(a, b, input_precision=PREC)
+    return c
 
 
 @_helper
@@ -75,10 +162,10 @@ def _split(NB):
 def _bias(tab_h, st_r, pos_q, pos_k, mask, WH: tl.constexpr, WW: tl.constexpr):
     """Bias tile from broadcastable query / key _pos values (either orientation)."""
     rel = pos_q - pos_k + ((WH - 1) * (2 * WW - 1) + WW - 1)
-    return tl.load(tab_h + rel * st_r, mask=mask, other=0.0).to(tl.float32)
+    return tl.load(tab_h + rel * st_r, mask=mask, other=0.0)
 
 
-@_tuned(_QUERY_CFGS, key=["N", "D", "PREC"])
+@_tuned(key=["N", "D", "PREC"])
 def _fwd_kernel(Q, K, V, TAB, OUT, LSE,
                 sq_b, sq_h, sq_n, sq_d, sk_b, sk_h, sk_n, sk_d, sv_b, sv_h, sv_n, sv_d, st_r, st_h,
                 H, NW, N, D, scale,
@@ -137,7 +224,7 @@ def _delta_kernel(DO, OUT, DELTA, sdo_b, sdo_h, sdo_n, sdo_d, H, N, D,
     tl.store(DELTA + rh * N + offs_m, tl.sum(do * o, 1), mask=offs_m < N)
 
 
-@_tuned(_KEY_CFGS, key=["N", "D", "PREC"])
+@_tuned(key=["N", "D", "PREC"])
 def _dkdv_kernel(Q, K, V, TAB, DO, LSE, DELTA, DK, DV,
                  sq_b, sq_h, sq_n, sq_d, sk_b, sk_h, sk_n, sk_d, sv_b, sv_h, sv_n, sv_d, st_r, st_h,
                  sdo_b, sdo_h, sdo_n, sdo_d, H, NW, N, D, scale,
@@ -181,7 +268,7 @@ def _dkdv_kernel(Q, K, V, TAB, DO, LSE, DELTA, DK, DV,
     tl.store(DV + out, dv.to(DV.dtype.element_ty), mask=kv_mask)
 
 
-@_tuned(_QUERY_CFGS, key=["N", "D", "PREC"])
+@_tuned(key=["N", "D", "PREC"])
 def _dq_kernel(Q, K, V, TAB, DO, LSE, DELTA, DQ,
                sq_b, sq_h, sq_n, sq_d, sk_b, sk_h, sk_n, sk_d, sv_b, sv_h, sv_n, sv_d, st_r, st_h,
                sdo_b, sdo_h, sdo_n, sdo_d, H, NW, N, D, scale,
@@ -224,77 +311,98 @@ def _dq_kernel(Q, K, V, TAB, DO, LSE, DELTA, DQ,
              (dq * scale).to(DQ.dtype.element_ty), mask=q_mask)
 
 
-@_tuned(_TABLE_CFGS, key=["N", "D", "PREC"])
+@_helper
+def _table_slot(slot, BW, NT, ITERS):
+    """d_table slot -> (delta, chunk). Slots are ordered by tile offset delta = 1-NT .. NT-1;
+    delta has NT-|delta| tile pairs per window, so cdiv(BW*(NT-|delta|), ITERS) chunks."""
+    dlt = slot * 0 + (1 - NT)
+    first = slot * 0
+    for i in range(1 - NT, NT - 1):
+        n = tl.cdiv(BW * (NT - tl.abs(i)), ITERS)
+        step = (dlt == i) & (slot >= first + n)
+        first = tl.where(step, first + n, first)
+        dlt = tl.where(step, i + 1, dlt)
+    return dlt, slot - first
+
+
+@_tuned(key=["N", "D", "BT", "PREC"])
 def _dtable_kernel(Q, K, V, TAB, DO, LSE, DELTA, PART,
                    sq_b, sq_h, sq_n, sq_d, sk_b, sk_h, sk_n, sk_d, sv_b, sv_h, sv_n, sv_d, st_r, st_h,
-                   sdo_b, sdo_h, sdo_n, sdo_d, H, NW, BW, CHUNK, N, D, scale,
-                   WH: tl.constexpr, WW: tl.constexpr, WP: tl.constexpr, R: tl.constexpr,
+                   sdo_b, sdo_h, sdo_n, sdo_d, H, NW, BW, NT, ITERS, N, D, scale,
+                   WH: tl.constexpr, WW: tl.constexpr, R: tl.constexpr, BT: tl.constexpr,
                    BD: tl.constexpr, PREC: tl.constexpr, F32DOT: tl.constexpr):
-    """Sum of the (hi, hi - dh) Ww x Ww blocks of dS over the chunk's windows and rows hi.
+    """Sum of the dS tiles of one slot: ITERS (window, tile pair) iterations of one delta.
 
-    A WP x WP tile holds R = WP // Ww consecutive image rows: tile entry (a, c) is query
-    token hi*Ww + a and key token (hi - dh)*Ww + c; only same-row entries (a//Ww == c//Ww)
-    are kept, and for those the table column is a - c + Ww - 1.
+    Tile t covers tokens t*R*Ww + a, a < R*Ww (image rows t*R .. t*R+R-1). Iteration `it` is
+    window it // pairs and query tile max(delta, 0) + it % pairs, key tile = query tile - delta.
     """
-    dh_row = tl.program_id(0)
-    dh = dh_row - (WH - 1)
-    h = tl.program_id(1)
-    chunk = tl.program_id(2)
-    a = tl.arange(0, WP)
+    pid = tl.program_id(0)
+    h = pid % H
+    dlt, chunk = _table_slot(pid // H, BW, NT, ITERS)
+    pairs = NT - tl.abs(dlt)
+    a = tl.arange(0, BT)
     offs_d = tl.arange(0, BD)
     d_ok = offs_d < D
-    blk = a // WW
+    row = a // WW
+    col = a % WW
     in_tile = a < R * WW
-    same = (blk[:, None] == blk[None, :]) & in_tile[:, None] & in_tile[None, :]
-    bias = tl.load(TAB + h * st_h + (dh_row * (2 * WW - 1) + a[:, None] - a[None, :] + (WW - 1)) * st_r,
-                   mask=same, other=0.0).to(tl.float32)
+    # the bias tile is the same for every iteration of the slot
+    dh = dlt * R + row[:, None] - row[None, :]
+    bias_ok = in_tile[:, None] & in_tile[None, :] & (dh > -WH) & (dh < WH)
+    bias = tl.load(TAB + h * st_h + ((dh + WH - 1) * (2 * WW - 1) + col[:, None] - col[None, :] + WW - 1) * st_r,
+                   mask=bias_ok, other=0.0)
     q_off = a[:, None] * sq_n + offs_d[None, :] * sq_d
     do_off = a[:, None] * sdo_n + offs_d[None, :] * sdo_d
     k_off = a[:, None] * sk_n + offs_d[None, :] * sk_d
     v_off = a[:, None] * sv_n + offs_d[None, :] * sv_d
-    hi_end = tl.minimum(WH + dh, WH)
-    grad = tl.zeros([WP, WP], tl.float32)
-    for r in range(chunk * CHUNK, tl.minimum(chunk * CHUNK + CHUNK, BW)):
-        r64 = tl.cast(r, tl.int64)
-        q_base = Q + (r64 // NW) * sq_b + h * sq_h
-        k_base = K + r64 * sk_b + h * sk_h
-        v_base = V + r64 * sv_b + h * sv_h
-        do_base = DO + r64 * sdo_b + h * sdo_h
-        row = (r64 * H + h) * N
-        for hi in range(tl.maximum(dh, 0), hi_end, R):
-            row_ok = in_tile & (blk < hi_end - hi)
-            mask = row_ok[:, None] & d_ok[None, :]
-            tq = hi * WW
-            tk = (hi - dh) * WW
-            q = tl.load(q_base + tq * sq_n + q_off, mask=mask, other=0.0)
-            do = tl.load(do_base + tq * sdo_n + do_off, mask=mask, other=0.0)
-            k = tl.load(k_base + tk * sk_n + k_off, mask=mask, other=0.0)
-            v = tl.load(v_base + tk * sv_n + v_off, mask=mask, other=0.0)
-            lse = tl.load(LSE + row + tq + a, mask=row_ok, other=0.0)
-            delta = tl.load(DELTA + row + tq + a, mask=row_ok, other=0.0)
-            s = _mm(q, tl.trans(k), PREC, F32DOT) * scale + bias
-            # padded rows: avoid inf * 0 (entries across image rows are dropped by the reduce)
-            p = tl.where(row_ok[:, None], tl.exp(s - lse[:, None]), 0.0)
-            grad += p * (_mm(do, tl.trans(v), PREC, F32DOT) - delta[:, None])
-    tl.store(PART + ((chunk * H + h) * (2 * WH - 1) + dh_row) * WP * WP + a[:, None] * WP + a[None, :], grad)
+    grad = tl.zeros([BT, BT], tl.float32)
+    for it in range(chunk * ITERS, tl.minimum(chunk * ITERS + ITERS, BW * pairs)):
+        r = (it // pairs).to(tl.int64)
+        tq = (tl.maximum(dlt, 0) + it % pairs) * (R * WW)
+        tk = tq - dlt * (R * WW)
+        q_ok = in_tile & (tq + a < N)
+        k_ok = in_tile & (tk + a < N)
+        q_mask = q_ok[:, None] & d_ok[None, :]
+        k_mask = k_ok[:, None] & d_ok[None, :]
+        q = tl.load(Q + (r // NW) * sq_b + h * sq_h + tq * sq_n + q_off, mask=q_mask, other=0.0)
+        do = tl.load(DO + r * sdo_b + h * sdo_h + tq * sdo_n + do_off, mask=q_mask, other=0.0)
+        k = tl.load(K + r * sk_b + h * sk_h + tk * sk_n + k_off, mask=k_mask, other=0.0)
+        v = tl.load(V + r * sv_b + h * sv_h + tk * sv_n + v_off, mask=k_mask, other=0.0)
+        row_lse = (r * H + h) * N + tq
+        lse = tl.load(LSE + row_lse + a, mask=q_ok, other=0.0)
+        delta = tl.load(DELTA + row_lse + a, mask=q_ok, other=0.0)
+        s = _mm(q, tl.trans(k), PREC, F32DOT) * scale + bias
+        # padded rows and columns: p = 0 (avoids inf * 0 and the -p * delta of padded keys)
+        p = tl.where(q_ok[:, None] & k_ok[None, :], tl.exp(s - lse[:, None]), 0.0)
+        grad += p * (_mm(do, tl.trans(v), PREC, F32DOT) - delta[:, None])
+    tl.store(PART + pid.to(tl.int64) * (BT * BT) + a[:, None] * BT + a[None, :], grad)
 
 
 @triton.jit
-def _dtable_reduce_kernel(PART, DTAB, sdt_r, sdt_h, H, CHUNKS,
-                          WH: tl.constexpr, WW: tl.constexpr, WP: tl.constexpr, R: tl.constexpr,
+def _dtable_reduce_kernel(PART, DTAB, sdt_r, sdt_h, H, BW, NT, ITERS,
+                          WH: tl.constexpr, WW: tl.constexpr, R: tl.constexpr, BT: tl.constexpr,
                           TP: tl.constexpr):
-    """d_table rows dh*(2Ww-1) + t of head h: chunk partials summed in chunk order, then the
-    same-row entries of each tile summed along their diagonals t = a - c + Ww - 1."""
-    dh_row = tl.program_id(0)
+    """d_table rows dh*(2Ww-1) + t of head h, dh = program_id(0) - (Wh-1): the slots of every
+    delta with row pairs at distance dh (query tile row rq, key tile row rq - e, e = dh - delta*R)
+    in slot order, their entries (rq*Ww + wi, (rq-e)*Ww + wi - t + Ww-1) summed over rq and wi."""
+    dh = tl.program_id(0) - (WH - 1)
     h = tl.program_id(1)
-    a = tl.arange(0, WP)
+    a = tl.arange(0, BT)
     t = tl.arange(0, TP)
-    c = a[:, None] - t[None, :] + (WW - 1)
-    ok = (a < R * WW)[:, None] & (t < 2 * WW - 1)[None, :] & (c >= 0) & (c < R * WW)
-    ok = ok & (c // WW == (a // WW)[:, None])
-    acc = tl.zeros([WP, TP], tl.float32)
-    for i in range(CHUNKS):
-        tile = PART + ((i * H + h) * (2 * WH - 1) + dh_row) * WP * WP
-        acc += tl.load(tile + a[:, None] * WP + c, mask=ok, other=0.0)
-    tl.store(DTAB + (dh_row * (2 * WW - 1) + t) * sdt_r + h * sdt_h,
+    rq = a // WW
+    wj = (a % WW)[:, None] - t[None, :] + (WW - 1)
+    ok = (a < R * WW)[:, None] & (t < 2 * WW - 1)[None, :] & (wj >= 0) & (wj < WW)
+    acc = tl.zeros([BT, TP], tl.float32)
+    first = h * 0
+    for i in range(1 - NT, NT):
+        n = tl.cdiv(BW * (NT - tl.abs(i)), ITERS)
+        e = dh - i * R
+        rk = rq - e
+        mask = ok & ((rk >= 0) & (rk < R))[:, None]
+        cols = a[:, None] * BT + rk[:, None] * WW + wj
+        last = tl.where((e > -R) & (e < R), first + n, first)  # deltas without such pairs: no slots
+        for slot in range(first, last):
+            acc += tl.load(PART + (slot * H + h).to(tl.int64) * (BT * BT) + cols, mask=mask, other=0.0)
+        first += n
+    tl.store(DTAB + ((dh + WH - 1) * (2 * WW - 1) + t) * sdt_r + h * sdt_h,
              tl.sum(acc, 0).to(DTAB.dtype.element_ty), mask=t < 2 * WW - 1)

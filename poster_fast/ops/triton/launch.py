@@ -1,7 +1,9 @@
 """Launchers of the Triton W-MCSA kernels: `forward` and `backward` on plain tensors.
 
-Precision: on GPU, fp32 dots use "ieee" unless cuBLAS may use TF32 for fp32 matmuls
-(torch.backends.cuda.matmul.fp32_precision / allow_tf32; off by default), then TF32.
+Precision: fp32 inputs get fp32-accurate dots (PREC "ieee", run as 3xTF32 on tensor cores)
+unless cuBLAS may use TF32 for fp32 matmuls (torch.backends.cuda.matmul.fp32_precision /
+allow_tf32; off by default), then TF32. The kernels read the bias table in float32 whatever
+its dtype (one small conversion per call); d_table comes back in the table's dtype.
 """
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ import triton
 from .kernels import (INTERPRET, _delta_kernel, _dkdv_kernel, _dq_kernel, _dtable_kernel,
                       _dtable_reduce_kernel, _fwd_kernel)
 
-TABLE_PROGRAMS = 1024  # d_table kernel: split the windows into chunks until about this many programs
+TABLE_PROGRAMS = 1024  # d_table kernel: at most about this many programs (slots)
+TABLE_TILES = (16, 32, 64)  # d_table tile sides BT to choose from
 
 
 def _launch(kernel):
@@ -36,12 +39,37 @@ def _consts(q: torch.Tensor, wh: int, ww: int) -> dict[str, object]:
                 PREC="ieee" if ieee else "tf32", F32DOT=INTERPRET)
 
 
+def _table32(table: torch.Tensor) -> torch.Tensor:
+    return table if table.dtype == torch.float32 else table.float()
+
+
+def table_tiling(wh: int, ww: int) -> tuple[int, int, int]:
+    """d_table tiles (BT, R, NT): side BT (>= Ww) holding R whole image rows, NT tiles per
+    window; the fewest padded tokens NT*BT, then the largest tile."""
+    options = []
+    for bt in TABLE_TILES:
+        if bt >= ww:
+            rows = min(bt // ww, wh)
+            nt = triton.cdiv(wh, rows)
+            options.append((nt * bt, -bt, bt, rows, nt))
+    return min(options)[2:]
+
+
+def table_slots(bw: int, nt: int, heads: int) -> tuple[int, int]:
+    """(ITERS, slots per head): each d_table program sums ITERS (window, tile pair) iterations of
+    one tile offset. ITERS >= NT keeps the partial buffer linear in N (at most bw*NT + 2NT-1
+    tiles per head), and about TABLE_PROGRAMS programs cap it at large batch."""
+    iters = max(nt, triton.cdiv(bw * nt * nt * heads, TABLE_PROGRAMS))
+    return iters, sum(triton.cdiv(bw * (nt - abs(d)), iters) for d in range(1 - nt, nt))
+
+
 def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: torch.Tensor,
             wh: int, ww: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     b, h, n, d = q.shape
     out = torch.empty(k.shape, dtype=q.dtype, device=q.device)
     lse = torch.empty(k.shape[:3], dtype=torch.float32, device=q.device)
     grid = lambda meta: (triton.cdiv(n, meta["BM"]) * b * h,)  # noqa: E731
+    table = _table32(table)
     _launch(_fwd_kernel)[grid](q, k, v, table, out, lse, *_strides(q, k, v, table),
                                h, k.shape[0] // b, n, d, scale, **_consts(q, wh, ww))
     return out, lse
@@ -53,7 +81,8 @@ def backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     b, h, n, d = q.shape
     bw = k.shape[0]
     consts = _consts(q, wh, ww)
-    strides = _strides(q, k, v, table, dout)
+    table32 = _table32(table)
+    strides = _strides(q, k, v, table32, dout)
     delta = torch.empty_like(lse)
     _launch(_delta_kernel)[(triton.cdiv(n, 64) * bw * h,)](dout, out, delta, *dout.stride(), h, n, d,
                                                            BD=consts["BD"], BM=64)
@@ -62,19 +91,16 @@ def backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
     common = (*strides, h, bw // b)
     _launch(_dkdv_kernel)[lambda meta: (triton.cdiv(n, meta["BN"]) * bw * h,)](
-        q, k, v, table, dout, lse, delta, dk, dv, *common, n, d, scale, **consts)
+        q, k, v, table32, dout, lse, delta, dk, dv, *common, n, d, scale, **consts)
     _launch(_dq_kernel)[lambda meta: (triton.cdiv(n, meta["BM"]) * b * h,)](
-        q, k, v, table, dout, lse, delta, dq, *common, n, d, scale, **consts)
-    # Enough (dh, head, chunk) programs to fill a GPU; the chunking depends on shapes only.
-    chunks = min(bw, triton.cdiv(TABLE_PROGRAMS, (2 * wh - 1) * h))
-    chunk = triton.cdiv(bw, chunks)
-    chunks = triton.cdiv(bw, chunk)
-    wp = max(16, triton.next_power_of_2(ww))
-    rows = wp // ww  # image rows packed in one tile
-    part = torch.empty((chunks, h, 2 * wh - 1, wp, wp), dtype=torch.float32, device=q.device)
-    _launch(_dtable_kernel)[(2 * wh - 1, h, chunks)](
-        q, k, v, table, dout, lse, delta, part, *common, bw, chunk, n, d, scale, WP=wp, R=rows, **consts)
+        q, k, v, table32, dout, lse, delta, dq, *common, n, d, scale, **consts)
+    # d_table: slots of ITERS (window, tile pair) iterations, then a fixed-order reduce.
+    bt, rows, nt = table_tiling(wh, ww)
+    iters, slots = table_slots(bw, nt, h)
+    part = torch.empty((slots, h, bt, bt), dtype=torch.float32, device=q.device)
+    _launch(_dtable_kernel)[(slots * h,)](
+        q, k, v, table32, dout, lse, delta, part, *common, bw, nt, iters, n, d, scale, R=rows, BT=bt, **consts)
     dtable = torch.empty(table.shape, dtype=table.dtype, device=table.device)
-    _launch(_dtable_reduce_kernel)[(2 * wh - 1, h)](part, dtable, *dtable.stride(), h, chunks, WH=wh, WW=ww,
-                                                    WP=wp, R=rows, TP=triton.next_power_of_2(2 * ww - 1))
+    _launch(_dtable_reduce_kernel)[(2 * wh - 1, h)](part, dtable, *dtable.stride(), h, bw, nt, iters, WH=wh,
+                                                    WW=ww, R=rows, BT=bt, TP=triton.next_power_of_2(2 * ww - 1))
     return dq, dk, dv, dtable
