@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from poster_fast.ops import triton_wmca
+from poster_fast.ops.backends import triton as triton_backend
 from wmca_utils import Case, assert_within_reference_error, forward_and_grads, make_inputs, reference_results
 
 pytestmark = [
-    pytest.mark.skipif(triton_wmca.triton is None, reason="triton is not installed"),
+    pytest.mark.skipif(not triton_backend.FOUND, reason="triton is not installed"),
     pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0:DeprecationWarning"),
 ]
-if triton_wmca.triton is not None:
+if triton_backend.FOUND:
     from poster_fast.ops.triton import kernels, launch
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -52,7 +52,7 @@ def use_config(monkeypatch: pytest.MonkeyPatch, index: int, allowed=lambda name,
     return chosen
 
 
-MAX_CONFIGS = max(len(c) for c in kernels.CONFIGS.values()) if triton_wmca.triton is not None else 1
+MAX_CONFIGS = max(len(c) for c in kernels.CONFIGS.values()) if triton_backend.FOUND else 1
 
 
 # ---- every config on the GPU, POSTER's level shapes ----------------------------------------
@@ -83,7 +83,7 @@ def _block_sizes(index: int) -> tuple:
 
 
 INTERPRETED_CONFIGS = sorted({_block_sizes(i): i for i in reversed(range(MAX_CONFIGS))}.values()) \
-    if triton_wmca.triton is not None else []
+    if triton_backend.FOUND else []
 SMALL = {"n49": (Case(2, 1, 2, (7, 7), 16), F32),
          "multiwindow_nonsquare": (Case(1, 3, 2, (5, 9), 16), F32),  # N = 45: partial blocks
          "n49_bf16": (Case(1, 1, 2, (7, 7), 16), BF16)}
