@@ -62,7 +62,7 @@ cuda-build-check: $(CUDA_VENV)/.deps
 	mkdir -p build/cuda-pkg && cp -r poster_fast build/cuda-pkg/ && rm -f build/cuda-pkg/poster_fast/*.so
 	cp build/cuda-lib/poster_fast/_C*.so build/cuda-pkg/poster_fast/
 	cd build/cuda-pkg && $(abspath $(CUDA_VENV))/bin/python -c \
-		"import poster_fast._C as C; assert C.with_cuda, 'built without CUDA'; print('poster_fast._C with CUDA: ok')"
+		"import torch, poster_fast._C as C; assert C.with_cuda, 'built without CUDA'; print('poster_fast._C with CUDA: ok')"
 	cd build/cuda-pkg && $(abspath $(CUDA_VENV))/bin/python -m pytest ../../tests/test_extension.py ../../tests/ops ../../tests/test_ops.py -q -ra -p no:cacheprovider
 
 # Registers, spills and shared memory of every Triton kernel x autotune config x dtype for sm_80

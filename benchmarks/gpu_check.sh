@@ -116,7 +116,7 @@ print(\"machine:\", \"python\", sys.version.split()[0], \"| torch\", torch.__ver
 if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then export CUDA_HOME=/usr/local/cuda; fi
 run_step build "$(limit_for build)" env ${BUILD_ENV[@]+"${BUILD_ENV[@]}"} "$PY" setup.py build_ext --inplace
 run_step import "$(limit_for import)" "$PY" -c \
-  "import poster_fast._C as C; print('poster_fast._C: with_cuda =', C.with_cuda)"
+  "import torch, poster_fast._C as C; print('poster_fast._C: with_cuda =', C.with_cuda)"
 
 # pytest with SIGINT restored (a background job inherits it ignored), so a cut run still prints
 # its tally. Every cuda-marked test but the every-config file (one autotune config per kernel),
