@@ -1,4 +1,4 @@
-"""What each command needs beyond the core dependencies (torch, numpy), checked before it works.
+"""What each command needs beyond the core dependencies (torch, numpy), checked before it starts.
 
 `pip install poster_fast` is enough for the model, the ops, `bench` and `budget`; `predict`,
 `train` and `evaluate` read images and need an extra (pyproject.toml's optional-dependencies,
