@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # Triton runs through its interpreter where no CUDA GPU is visible.
 INTERPRET = $$($(PY) -c "import torch; print(0 if torch.cuda.is_available() else 1)")
 
-.PHONY: setup test bench gpu-check-dry-run cuda-build-check clean
+.PHONY: setup test bench wheel-smoke gpu-check-dry-run cuda-build-check clean
 
 ifeq ($(PY),$(VENV)/bin/python)
 $(VENV)/bin/python:
@@ -32,6 +32,28 @@ test: setup
 
 bench: setup
 	TRITON_INTERPRET=$(INTERPRET) $(PY) -m poster_fast bench $(BENCH_ARGS)
+
+# The package as a user gets it: the sdist, a wheel built from the sdist against $(PY)'s torch;
+# pip's default isolated build of the sdist stopping at once with the command that works; the
+# wheel installed with its declared core dependencies into a fresh venv beside the same torch
+# release (the CPU torch 2.13.0 with the default venv), and tests/smoke_installed.py run there
+# from outside the source tree. Everything under $(SMOKE), logs included.
+SMOKE ?= build/smoke
+BUILT_TORCH = $$($(PY) -c "import torch; print(torch.__version__.split('+')[0])")
+ifeq ($(PY),$(VENV)/bin/python)
+wheel-smoke: $(VENV)/.deps
+endif
+wheel-smoke:
+	$(PY) -c "import build" 2>/dev/null || $(PY) -m pip install -q build
+	rm -rf $(SMOKE) && mkdir -p $(SMOKE)
+	$(PY) -m build --no-isolation --outdir $(SMOKE)/dist . > $(SMOKE)/build.log 2>&1 \
+		|| { tail -30 $(SMOKE)/build.log; exit 1; }
+	! $(PY) -m pip wheel --no-deps -w $(SMOKE)/isolated $(SMOKE)/dist/*.tar.gz > $(SMOKE)/isolated.log 2>&1
+	grep -A5 "cannot build without torch" $(SMOKE)/isolated.log
+	grep -q "pip install --no-build-isolation \.$$" $(SMOKE)/isolated.log
+	python3 -m venv $(SMOKE)/venv
+	$(SMOKE)/venv/bin/python -m pip install -q torch==$(BUILT_TORCH) $(SMOKE)/dist/*.whl
+	cd $(SMOKE) && venv/bin/python $(abspath tests/smoke_installed.py)
 
 # benchmarks/gpu_check.sh rehearsed on the CPU (its own CPU-only build, Triton interpreter, tiny
 # sizes); fails when a step fails. Logs and JSON under $OUT (default ./bench-out).

@@ -1,5 +1,9 @@
 """Builds poster_fast._C: CPU kernels always, CUDA kernels when torch and nvcc allow.
 
+The extension is compiled against the torch it will run with, so torch must be importable
+here; it is not a build requirement (pyproject.toml says why). Without it, as in pip's default
+isolated build, this stops at once with NO_TORCH, which gives the command that works.
+
 POSTER_FAST_CUDA=1 forces the CUDA build (error if impossible), =0 disables it; unset means
 "when torch is a CUDA build and nvcc is found". CUDA_HOME defaults to /usr/local/cuda when that
 toolkit exists (torch would otherwise guess /usr/local from an nvcc wrapper and miss the headers).
@@ -9,10 +13,27 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import sys
 
 from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+NO_TORCH = """\
+poster_fast: cannot build without torch. Its C++ extension is compiled against the torch it
+will run with, and pip's default isolated build environment cannot see an installed torch.
+Install torch first (the CPU or CUDA build you want), then build against it:
+    pip install --no-build-isolation .
+(likewise `pip wheel --no-build-isolation .` or `python -m build --no-isolation`; the build
+also needs setuptools>=70.1 installed beside torch)"""
+
+
+def _require_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name != "torch":
+            raise
+        sys.exit(NO_TORCH)
 
 
 def _want_cuda() -> bool:
@@ -58,6 +79,7 @@ def _build_ext():
     return BuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)
 
 
+_require_torch()
 setup(
     packages=find_packages(include=["poster_fast", "poster_fast.*"]),
     ext_modules=[_extension()],

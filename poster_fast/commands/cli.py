@@ -14,6 +14,7 @@ import sys
 from types import ModuleType
 from typing import Sequence
 
+from .. import __version__
 from ..errors import CheckpointError, DataError, UsageError
 
 # name -> (module, one-line help)
@@ -33,6 +34,7 @@ USAGE_EXIT = 2
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser with every command listed; only `command`'s module is imported, for its options."""
     parser = argparse.ArgumentParser(prog="poster-fast", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"poster-fast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (path, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..data.labels import DATASETS
+from ..extras import require
 from .options import add_data_options, add_model_options, dataset_tables
 
 
@@ -22,6 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require("train")
     from ..data.datasets import ImageFolder, split_dir
     from ..data.transforms import ToNormalizedTensor
     from ..inference.classifier import load_classifier

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..data.labels import DATASETS
 from ..errors import UsageError
+from ..extras import require
 from .options import add_model_options, comma_list, dataset_tables
 
 
@@ -41,6 +42,7 @@ def validate(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require("predict")
     from ..faces import FaceDetector
     from ..inference.classifier import load_classifier, random_classifier
     from ..inference.outputs import Annotator, write_outputs

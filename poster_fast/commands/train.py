@@ -5,6 +5,7 @@ import argparse
 from dataclasses import fields
 
 from ..data.labels import DATASETS
+from ..extras import require
 from ..training.options import OPTIMIZERS, SAMPLERS, TrainOptions
 from .options import add_data_options, add_model_options, dataset_tables
 
@@ -49,6 +50,7 @@ def options(args: argparse.Namespace) -> TrainOptions:
 
 
 def run(args: argparse.Namespace) -> int:
+    require("train")
     from ..training.loop import train
 
     train(options(args))
