@@ -111,7 +111,7 @@ def budget(model: nn.Module, image_size: int = 224) -> Budget:
     try:
         result.fvcore_macs, result.stage_fvcore_macs = _count_fvcore(work, x)
     except ImportError:
-        result.fvcore_missing = "fvcore is not installed (pip install fvcore)"
+        result.fvcore_missing = "fvcore is not installed (pip install 'poster_fast[bench]')"
     return result
 
 

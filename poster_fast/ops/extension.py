@@ -15,7 +15,8 @@ try:
     from poster_fast import _C
 except ImportError as exc:
     _C = None
-    LOAD_ERROR = f"poster_fast._C is not built ({exc}); run `python setup.py build_ext --inplace`"
+    LOAD_ERROR = (f"poster_fast._C cannot be loaded ({exc}); rebuild it against the installed torch: "
+                  "`pip install --no-build-isolation .` (a source checkout: `python setup.py build_ext --inplace`)")
 else:
     LOAD_ERROR = ""
     autograd.register_fakes("poster_fast::wmca_fwd", "poster_fast::wmca_bwd")
