@@ -12,17 +12,23 @@ import torch.nn.functional as F
 
 from poster_fast import POSTERV2
 
-REFERENCE = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+AUTHORS_KEYS = pathlib.Path(__file__).parent / "data" / "authors_state_dict.tsv"
+
+
+def authors_rows(num_classes: int) -> dict[str, tuple[tuple[int, ...], bool]]:
+    """key -> (shape, influences the logits) of the authors' state dict (tests/data)."""
+    with AUTHORS_KEYS.open() as f:
+        rows = list(csv.DictReader((line for line in f if not line.startswith("#")), delimiter="\t"))
+    shape = lambda s: () if s == "scalar" else tuple(int(d) for d in s.split("x"))
+    out = {r["key"]: (shape(r["shape"]), r["used"] == "yes") for r in rows}
+    for key in ("VIT.head.linear.weight", "VIT.head.linear.bias"):  # the only class-count keys
+        dims, used = out[key]
+        out[key] = ((num_classes, *dims[1:]), used)
+    return out
 
 
 def live_rows(num_classes: int) -> dict[str, tuple[int, ...]]:
-    path = REFERENCE / f"posterv2_{num_classes}cls_state_dict.tsv"
-    if not path.exists():
-        pytest.skip(f"{path} not present beside the checkout")
-    with path.open() as f:
-        rows = [r for r in csv.DictReader(f, delimiter="\t") if r["forward_status"] == "used"]
-    shape = lambda s: () if s == "scalar" else tuple(int(d) for d in s.split("x"))
-    return {r["key"]: shape(r["shape"]) for r in rows}
+    return {k: dims for k, (dims, used) in authors_rows(num_classes).items() if used}
 
 
 @pytest.mark.parametrize("num_classes", [7, 8])
@@ -32,6 +38,15 @@ def test_state_dict_matches_authors_live_keys(num_classes):
     assert len(expected) == 711
     assert sorted(set(expected) - set(got)) == [] and sorted(set(got) - set(expected)) == []
     assert {k: got[k] for k in expected} == expected
+
+
+def test_unused_key_pattern_is_exactly_the_authors_dead_keys():
+    from poster_fast.checkpoint import UNUSED_KEY
+
+    rows = authors_rows(7)
+    dead = sorted(k for k, (_, used) in rows.items() if not used)
+    assert len(dead) == 36
+    assert sorted(k for k in rows if UNUSED_KEY.match(k)) == dead
 
 
 @pytest.mark.parametrize("num_classes,params", [(7, 43_753_941), (8, 43_754_710)])
