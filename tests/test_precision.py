@@ -70,6 +70,18 @@ def test_training_amp_auto_follows_the_same_rule(monkeypatch, facts, auto):
     assert steps.amp_enabled("bf16", torch.device("cpu")) and not steps.amp_enabled("off", torch.device("cpu"))
 
 
+@pytest.mark.parametrize("facts, dtype", [(H100, torch.bfloat16), (T4, torch.float32),
+                                          (SAPPHIRE_RAPIDS, torch.bfloat16), (AVX2_ONLY, torch.float32)])
+@pytest.mark.parametrize("compile", [False, True])
+def test_inference_options_per_device(facts, dtype, compile):
+    """What predict runs: optimize() in the chosen dtype; compiled, on CUDA with CUDA graphs."""
+    chosen, options = classifier.inference_options(facts, "auto", compile)
+    cuda = facts.device_type == "cuda"
+    assert chosen.dtype == dtype
+    assert options == {"mode": "inference", "dtype": dtype, "compile": compile and not cuda,
+                       "cuda_graphs": compile and cuda}
+
+
 def param_dtypes(module: torch.nn.Module) -> set[torch.dtype]:
     return {t.dtype for t in [*module.parameters(), *module.buffers()] if t.is_floating_point()}
 

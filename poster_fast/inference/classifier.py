@@ -13,7 +13,7 @@ from torch import nn
 
 from ..checkpoint import load_trained
 from ..data.labels import class_names, get_recipe
-from ..device import Precision, choose_precision, default_device, hardware
+from ..device import Hardware, Precision, choose_precision, default_device, hardware
 from ..model import POSTERV2
 
 
@@ -42,22 +42,29 @@ class Classifier:
         return self.model(batch.to(self.device)).float().softmax(dim=1).cpu()
 
 
+def inference_options(hw: Hardware, precision: str = "auto", compile: bool = False) -> tuple[Precision, dict[str, Any]]:
+    """What `prepare_for_inference` does on hardware `hw`: the precision chosen (device.choose_precision)
+    and the keyword arguments of `poster_fast.optimize`: weights in that precision; `compile`:
+    torch.compile, on CUDA with CUDA graphs (mode "reduce-overhead"), on the CPU with Inductor's freezing."""
+    chosen = choose_precision(precision, hw)
+    cuda = hw.device_type == "cuda"
+    return chosen, {"mode": "inference", "dtype": chosen.dtype, "compile": compile and not cuda,
+                    "cuda_graphs": compile and cuda}
+
+
 def prepare_for_inference(model: POSTERV2, device: torch.device, precision: str = "auto",
                           compile: bool = False, attn_backend: str | None = None) -> tuple[nn.Module, Precision]:
     """`model` as predict and evaluate run it on `device`: `poster_fast.optimize` in inference
     mode (BatchNorm folded, channels-last, weights held in the chosen precision, logits in
-    float32), in `precision` ("auto": bf16 where the device computes it natively, else fp32;
-    see device.choose_precision). `compile`: torch.compile, on CUDA with CUDA graphs, on the CPU
-    with Inductor's freezing. `attn_backend`: the W-MCSA backend (default: the model's). `model`
-    is moved to `device` and put in eval mode. Returns the model to run and the
-    precision chosen."""
+    float32) with the options `inference_options` gives for the device ("auto": bf16 where the
+    device computes it natively, else fp32). `attn_backend`: the W-MCSA backend (default: the
+    model's). `model` is moved to `device` and put in eval mode. Returns the model to run and
+    the precision chosen."""
     from ..optimize import optimize
 
-    chosen = choose_precision(precision, hardware(device))
+    chosen, options = inference_options(hardware(device), precision, compile)
     model = model.to(device).eval()
-    fast = optimize(model, "inference", dtype=chosen.dtype, attn_backend=attn_backend or model.attn_backend,
-                    compile=compile and device.type != "cuda", cuda_graphs=compile and device.type == "cuda")
-    return fast, chosen
+    return optimize(model, attn_backend=attn_backend or model.attn_backend, **options), chosen
 
 
 def _classifier(model: POSTERV2, names: list[str], device: str | None, precision: str, compile: bool,
