@@ -19,12 +19,12 @@ from ..model import POSTERV2
 
 @dataclass
 class Classifier:
-    model: nn.Module
+    model: nn.Module  # as prepare_for_inference made it
     classes: list[str]
     device: torch.device
+    precision: Precision
+    compiled: bool
     recorded: dict[str, Any] = field(default_factory=dict)  # the checkpoint's metadata, if any
-    precision: Precision = Precision("fp32", "asked for")
-    compiled: bool = False
 
     @property
     def run_info(self) -> dict[str, Any]:
@@ -71,7 +71,7 @@ def _classifier(model: POSTERV2, names: list[str], device: str | None, precision
                 recorded: dict[str, Any]) -> Classifier:
     dev = default_device(device)
     fast, chosen = prepare_for_inference(model, dev, precision, compile)
-    return Classifier(fast, names, dev, recorded, chosen, compile)
+    return Classifier(fast, names, dev, chosen, compile, recorded)
 
 
 def load_classifier(checkpoint: str | os.PathLike, *, trusted: bool = False, attn_backend: str = "auto",
