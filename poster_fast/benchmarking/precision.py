@@ -11,7 +11,7 @@ a model that ignores its input. Here every stage's output, and the class chosen,
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -103,10 +103,6 @@ class PrecisionError:
     def in_unit_roundoffs(self) -> float:
         """max_rel_err in units of the precision's unit roundoff."""
         return self.max_rel_err / UNIT_ROUNDOFF[self.precision]
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "unit_roundoff": UNIT_ROUNDOFF[self.precision],
-                "in_unit_roundoffs": self.in_unit_roundoffs}
 
 
 def compare(logits: torch.Tensor, fp32: torch.Tensor, precision: str) -> PrecisionError:
