@@ -5,7 +5,6 @@ from conftest import DEVICE, DTYPES, MODEL_BATCH, MODEL_ROUNDS, run_benchmark
 
 from poster_fast import POSTERV2
 from poster_fast.benchmarking.model import ModelBench
-from poster_fast.benchmarking.op import DTYPES as TORCH_DTYPES
 from poster_fast.benchmarking.op import fastest_backend
 from poster_fast.budget import PAPER, budget
 
@@ -24,7 +23,7 @@ def test_model(benchmark, model_bench, backend, mode, dtype):
     batch = 1 if mode == "latency" else MODEL_BATCH
     benchmark.group = f"model {mode} {dtype} batch {batch}"
     benchmark.extra_info.update(backend=backend, fast_backend_rule=FAST_RULE, mode=mode, dtype=dtype, batch=batch)
-    run_benchmark(benchmark, model_bench.step(mode, backend, TORCH_DTYPES[dtype]), MODEL_ROUNDS)
+    run_benchmark(benchmark, model_bench.step(mode, backend, dtype), MODEL_ROUNDS)
 
 
 def test_budget(benchmark):

@@ -22,13 +22,15 @@ def optimize(model: "POSTERV2", mode: str = "inference", dtype: "torch.dtype | N
     """A faster copy of `model` computing the same function within `dtype`'s tolerance.
 
     Both modes: 1x1 max-pool shortcuts as strided slices, channels-last activations, SDPA in
-    the ViT, the W-MCSA backend `attn_backend`, autocast to `dtype` (float32, the default, runs
-    without autocast); they keep every parameter and buffer, so `.model.state_dict()` is the
-    plain model's. mode "inference" also puts the copy in eval mode and folds each BatchNorm fed
-    by a convolution into it (the IR units' leading BatchNorm, which precedes its convolution,
-    stays); "train" keeps every tensor, trainable as before. `compile` wraps the result in
-    torch.compile(fullgraph=True); `cuda_graphs` (CUDA only, implies compile) uses
-    mode="reduce-overhead" for small batches. The original model is left as it was.
+    the ViT, the W-MCSA backend `attn_backend`. mode "inference" also puts the copy in eval mode
+    without gradients, folds each BatchNorm fed by a convolution into it (in float32; the IR
+    units' leading BatchNorm, which precedes its convolution, stays) and then holds every weight
+    in `dtype` (float32, the default; bfloat16 or float16): inputs are cast to it once and the
+    logits come back in float32. mode "train" keeps every tensor, trainable and in float32, and
+    runs under autocast to `dtype`; `.model.state_dict()` is the plain model's. `compile` wraps
+    the result in torch.compile(fullgraph=True), on the CPU in inference mode with Inductor's
+    freezing (weights become constants, prepacked for oneDNN); `cuda_graphs` (CUDA only, implies
+    compile) uses mode="reduce-overhead". The original model is left as it was.
     """
     import torch
 
@@ -42,15 +44,19 @@ def optimize(model: "POSTERV2", mode: str = "inference", dtype: "torch.dtype | N
         raise ValueError(f"dtype: expected torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
     if not isinstance(model, POSTERV2):
         raise TypeError(f"model: expected a POSTERV2, got {type(model).__name__}")
-    fast = speed_up_in_place(copy.deepcopy(model), channels_last)
+    device = next(model.parameters()).device
+    if cuda_graphs and device.type != "cuda":
+        raise ValueError("cuda_graphs: needs the model on a CUDA device")
+    fast = copy.deepcopy(model)
     fast.attn_backend = attn_backend
-    if mode == "inference":
-        fold_batchnorm(fast.eval())
-    wrapped: nn.Module = OptimizedPOSTER(fast, dtype, channels_last)
+    inference = mode == "inference"
+    if inference:
+        fold_batchnorm(fast.eval()).requires_grad_(False).to(dtype)
+    speed_up_in_place(fast, channels_last)  # after folding: the folded weights go channels-last too
+    wrapped: nn.Module = OptimizedPOSTER(fast, dtype, channels_last, autocast=not inference)
     if cuda_graphs:
-        if next(fast.parameters()).device.type != "cuda":
-            raise ValueError("cuda_graphs: needs the model on a CUDA device")
         return torch.compile(wrapped, fullgraph=True, mode="reduce-overhead")
     if compile:
-        return torch.compile(wrapped, fullgraph=True)
+        freeze = inference and device.type == "cpu"
+        return torch.compile(wrapped, fullgraph=True, options={"freezing": True} if freeze else None)
     return wrapped

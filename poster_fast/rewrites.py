@@ -2,7 +2,8 @@
 
 Kept-tensor rewrites (a model being trained sees the same parameters and buffers): 1x1 max-pool
 shortcuts as strided slices, PyTorch's fused attention (SDPA) in the ViT, channels-last weights.
-Inference only: BatchNorm folded into the convolution that feeds it.
+Inference only: BatchNorm folded into the convolution that feeds it, weights held in the
+inference dtype (`OptimizedPOSTER` casts the input once).
 """
 from __future__ import annotations
 
@@ -94,21 +95,24 @@ def subsample_shortcuts(module: nn.Module) -> nn.Module:
 
 
 class OptimizedPOSTER(nn.Module):
-    """Wraps the rewritten model: casts the input layout and runs under autocast if asked."""
+    """Runs the rewritten model in `dtype`, on channels-last inputs if asked: with its weights
+    held in `dtype` (inference: the input is cast once, the logits return in float32), or with
+    float32 weights under autocast to `dtype` (`autocast`, training)."""
 
-    def __init__(self, model: POSTERV2, dtype: torch.dtype, channels_last: bool) -> None:
+    def __init__(self, model: POSTERV2, dtype: torch.dtype, channels_last: bool, autocast: bool) -> None:
         super().__init__()
         self.model = model
         self.dtype = dtype
         self.channels_last = channels_last
+        self.autocast = autocast
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        if self.dtype == torch.float32:
-            return self.model(x)
-        with torch.autocast(x.device.type, dtype=self.dtype):
-            return self.model(x)
+        layout = torch.channels_last if self.channels_last else torch.preserve_format
+        if self.autocast:
+            x = x.contiguous(memory_format=layout)
+            with torch.autocast(x.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+                return self.model(x)
+        return self.model(x.to(dtype=self.dtype, memory_format=layout)).float()
 
 
 def speed_up_in_place(model: POSTERV2, channels_last: bool = True) -> POSTERV2:

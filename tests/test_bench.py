@@ -23,7 +23,8 @@ OP_KEYS = {"level", "window", "heads", "tokens", "head_dim", "batch", "dtype", "
 FLOOR_KEYS = {"fwd_flops", "fwdbwd_flops", "fwd_bytes", "fwdbwd_bytes", "peak_tflops", "peak_gb_s"}
 TIMED_KEYS = {f"{p}_{k}" for p in op.PASSES for k in ("ms", "tflops", "gb_s", "flops_pct", "bw_pct", "speedup")}
 MODEL_ROW_KEYS = {"backend", "dtype", "batch", "status", "reason", "infer_ms", "infer_img_s", "train_ms",
-                  "latency_b1_ms", "infer_speedup", "train_speedup", "latency_b1_speedup"}
+                  "latency_b1_ms", "infer_speedup", "train_speedup", "latency_b1_speedup", "infer_vs_fp32",
+                  "train_vs_fp32", "latency_b1_vs_fp32"}
 
 
 def small_config(**changes) -> config.Config:
@@ -74,6 +75,7 @@ def test_quick_op_rows(quick_run):
 def test_quick_model_rows(quick_run):
     model_ = quick_run["model"]
     assert {"fast_backend", "fast_backend_rule", "rows", "notes"} <= set(model_)
+    assert any(n.startswith("predict's --precision auto here: ") for n in model_["notes"])
     assert [r["backend"] for r in model_["rows"]][0] == "reference"
     for row in model_["rows"]:
         assert MODEL_ROW_KEYS <= set(row) and row["status"] == "ok"
@@ -220,6 +222,20 @@ def test_model_speedups_and_plan():
     rows[1].update(train_ms=2.0)
     model.link_speedups(rows)
     assert rows[1]["train_speedup"] == 1.5 and "train_speedup" not in rows[3]
+    rows[3].update(infer_ms=8.0)
+    rows[5].update(infer_ms=2.0)
+    rows[0].update(infer_ms=6.0)
+    model.link_speedups(rows)
+    assert rows[5]["infer_speedup"] == 4.0 and rows[5]["infer_vs_fp32"] == 3.0 and rows[3]["infer_vs_fp32"] == 0.75
+
+
+def test_model_plan_keeps_the_fp32_baseline():
+    """Without fp32 among the dtypes, the plain fp32 model is still timed first: the x fp32 baseline."""
+    rows = model.plan_rows(small_config(dtypes=["bf16", "fp16"]), "cpu")
+    assert [(r["dtype"], r["backend"], r["optimized"]) for r in rows] == [
+        ("fp32", "reference", False),
+        ("bf16", "reference", False), ("bf16", "cpu", False), ("bf16", "optimize(cpu)", True),
+        ("fp16", "reference", False), ("fp16", "cpu", False), ("fp16", "optimize(cpu)", True)]
 
 
 # ------------------------------------------------------------------------ backend list

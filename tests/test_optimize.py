@@ -152,3 +152,24 @@ def test_bf16_inference_on_gpu():
     with torch.no_grad():
         plain, got = model(x), fast(x)
     assert (got.float() - plain).abs().max() <= 0.05 * plain.abs().max()
+
+
+@pytest.mark.parametrize("mode, options", [("inference", {"freezing": True}), ("train", None)])
+def test_compile_freezes_weights_for_cpu_inference(monkeypatch, mode, options):
+    """On the CPU, a compiled inference model uses Inductor's freezing (its weights are constants,
+    prepacked for oneDNN); a model being trained is compiled without it."""
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: calls.append(kwargs) or module)
+    optimize(POSTERV2(7), mode, compile=True)
+    assert calls == [{"fullgraph": True, "options": options}]
+
+
+def test_inference_weights_are_held_in_the_dtype():
+    """Folding happens in float32, then every weight is cast once: no per-call casts."""
+    model = randomised().eval()
+    fast = optimize(model, "inference", dtype=torch.float16)
+    folded = optimize(model, "inference").model
+    for (name, p16), p32 in zip(fast.model.state_dict().items(), folded.state_dict().values()):
+        assert p16.dtype == (torch.float16 if p32.is_floating_point() else p32.dtype), name
+        if p32.is_floating_point():
+            torch.testing.assert_close(p16, p32.half(), rtol=0, atol=0, msg=name)

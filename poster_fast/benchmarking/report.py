@@ -68,15 +68,19 @@ def format_ops(rows: list[Row], card: dict[str, Any] | None, title: str = "W-MCS
 
 
 def format_model(rows: list[Row], notes: list[str], fast_why: str) -> str:
-    headers = ["dtype", "backend", "batch", "infer ms", "img/s", "x ref", "train ms", "x ref",
-               "peak GiB", "b1 ms", "x ref"]
+    headers = ["dtype", "backend", "batch", "infer ms", "img/s", "x ref", "x fp32", "train ms", "x ref",
+               "x fp32", "peak GiB", "b1 ms", "x ref", "x fp32"]
     body = [[r["dtype"], r["backend"], str(r["batch"]), cell(r, "infer_ms", ".1f"), cell(r, "infer_img_s", ".1f"),
-             cell(r, "infer_speedup", ".2f"), cell(r, "train_ms", ".1f"), cell(r, "train_speedup", ".2f"),
-             cell(r, "train_peak_gib", ".2f"), cell(r, "latency_b1_ms", ".2f"), cell(r, "latency_b1_speedup", ".2f")]
+             cell(r, "infer_speedup", ".2f"), cell(r, "infer_vs_fp32", ".2f"), cell(r, "train_ms", ".1f"),
+             cell(r, "train_speedup", ".2f"), cell(r, "train_vs_fp32", ".2f"), cell(r, "train_peak_gib", ".2f"),
+             cell(r, "latency_b1_ms", ".2f"), cell(r, "latency_b1_speedup", ".2f"),
+             cell(r, "latency_b1_vs_fp32", ".2f")]
             for r in rows]
     head = ("POSTER V2 model, random weights: eval inference (no_grad), training step "
             "(zero_grad + fwd + CE + bwd + Adam), batch-1 latency; median ms; "
-            f"x ref = reference time / time; fast backend: {fast_why}")
+            "x ref = the dtype's reference-attention time / time, x fp32 = the plain fp32 model's time / "
+            "time (same run); optimize(...) inference rows hold their weights in the dtype (predict's "
+            f"model), its training rows use autocast; fast backend: {fast_why}")
     status = _notes(rows, lambda r: r["dtype"])
     return "\n".join([head, table(headers, body)] + (["not timed, or not fully:"] + status if status else [])
                      + [f"note: {n}" for n in notes])

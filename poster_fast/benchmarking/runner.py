@@ -17,6 +17,7 @@ from typing import Any, Callable
 import torch
 
 from . import model, op
+from ..device import choose_precision, hardware
 from .cards import card_for
 from .config import MODEL_SECTIONS, SCHEMA, Config
 from .report import format_model, format_ops, write_json
@@ -162,6 +163,7 @@ class _Run:
             return
         fast, why = op.fastest_backend(self.first, self.cfg.device)
         notes = ["no faster backend can run here: only the reference is timed"] if fast == "reference" else []
+        notes.append(f"predict's --precision auto here: {choose_precision('auto', hardware(self.cfg.device))}")
         self.result["model"] = {"fast_backend": fast, "fast_backend_rule": why,
                                 "rows": model.plan_rows(self.cfg, fast), "notes": notes}
         self.save()

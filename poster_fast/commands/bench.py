@@ -58,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-batch", type=_positive,
                         help="model batch (default: --batch, or 2 on CPU, 1 with --quick)")
     parser.add_argument("--dtypes", type=_csv(str, DTYPE_NAMES),
-                        help="op dtypes and model autocast dtypes, e.g. fp32,bf16 (default fp32,bf16 on CUDA, fp32 on CPU)")
+                        help="op dtypes and model precisions, e.g. fp32,bf16 (default fp32,bf16 on CUDA, fp32 on "
+                             "CPU); the plain fp32 model is always timed as the model rows' baseline")
     parser.add_argument("--levels", type=_csv(int, tuple(LEVELS)), help="POSTER levels 1,2,3 (default all)")
     parser.add_argument("--backends", type=_csv(str),
                         help="op backends to time (default: all that run well here): the registered ones "

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..data.labels import DATASETS, label_table
+from ..device import PRECISIONS
 from ..training.options import AMP_MODES, TrainOptions
 
 
@@ -27,8 +28,20 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                         "training checkpoints)")
 
 
-def add_data_options(p: argparse.ArgumentParser) -> None:
-    """An ImageFolder dataset and how it is read (train and evaluate)."""
+def add_inference_options(p: argparse.ArgumentParser) -> None:
+    """How a trained model runs for predict and evaluate (inference.classifier.prepare_for_inference)."""
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="weights and arithmetic (auto: bf16 where the device computes it natively: "
+                        "CPUs with AMX or AVX512-BF16, CUDA GPUs of compute capability 8.0 and "
+                        "newer; else fp32)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (on CUDA with CUDA graphs, on the CPU with Inductor "
+                        "freezing): minutes of compiling first, see the README for when it pays")
+
+
+def add_data_options(p: argparse.ArgumentParser, amp: bool = True) -> None:
+    """An ImageFolder dataset and how it is read (train and evaluate); `amp`: with train's --amp
+    (evaluate's precision is --precision)."""
     p.add_argument("--data", required=True, help="dataset root holding train/ and valid/ class folders")
     p.add_argument("--classes", type=comma_list,
                    help="comma-separated class names for the sorted class folders "
@@ -36,5 +49,7 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=TrainOptions.image_size,
                    help="images are resized to this (square)")
     p.add_argument("--workers", type=int, default=TrainOptions.workers, help="data loader processes")
-    p.add_argument("--amp", choices=AMP_MODES, default=TrainOptions.amp,
-                   help="bf16 autocast (auto: on CUDA GPUs that support it)")
+    if amp:
+        p.add_argument("--amp", choices=AMP_MODES, default=TrainOptions.amp,
+                       help="bf16 autocast (auto: where bf16 is native: CUDA GPUs of compute capability "
+                            "8.0 and newer, CPUs with AMX or AVX512-BF16)")

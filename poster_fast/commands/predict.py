@@ -8,7 +8,7 @@ from pathlib import Path
 from ..data.labels import DATASETS
 from ..errors import UsageError
 from ..extras import require
-from .options import add_model_options, comma_list, dataset_tables
+from .options import add_inference_options, add_model_options, comma_list, dataset_tables
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=224, help="crop size fed to the model")
     p.add_argument("--batch-size", type=int, default=32)
     add_model_options(p)
+    add_inference_options(p)
     p.add_argument("--json", nargs="?", const="-", metavar="FILE", help="write JSON to FILE (or stdout)")
     p.add_argument("--csv", nargs="?", const="-", metavar="FILE", help="write CSV to FILE (or stdout)")
     p.add_argument("--annotate", metavar="DIR", help="write each photo with boxes and labels to DIR")
@@ -50,17 +51,18 @@ def run(args: argparse.Namespace) -> int:
 
     validate(args)
     model_options = {"attn_backend": args.attn_backend, "device": args.device, "dataset": args.dataset,
-                     "classes": args.classes}
+                     "classes": args.classes, "precision": args.precision, "compile": args.compile}
     if args.checkpoint:
         classifier = load_classifier(args.checkpoint, trusted=args.trusted, **model_options)
     else:
         print("warning: no --checkpoint: random weights, the labels mean nothing", file=sys.stderr)
         classifier = random_classifier(**model_options)
+    print(classifier.describe(), file=sys.stderr)
     results = predict_photos(
         args.inputs, classifier, None if args.no_detect else FaceDetector(), image_size=args.image_size,
         margin=args.margin, batch_size=args.batch_size,
         on_classified=Annotator(Path(args.annotate)) if args.annotate else None, progress=not args.quiet)
-    write_outputs(results, classifier.classes, args.checkpoint, args.json, args.csv)
+    write_outputs(results, classifier.classes, args.checkpoint, args.json, args.csv, classifier.run_info)
     n_faces = sum(len(r.faces) for r in results)
     n_err = sum(r.error is not None for r in results)
     print(f"{len(results)} images, {n_faces} faces classified, {n_err} with errors", file=sys.stderr)

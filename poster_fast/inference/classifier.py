@@ -1,5 +1,6 @@
-"""A trained model ready for inference: loaded, on its device, in eval mode, with the names of
-its outputs. `poster-fast predict` and `poster-fast evaluate` both load their model here."""
+"""A trained model ready for inference: loaded, prepared for its device and precision, with the
+names of its outputs. `poster-fast predict` and `poster-fast evaluate` both load their model here,
+and `prepare_for_inference` is the one place where a POSTERV2 becomes the model they run."""
 from __future__ import annotations
 
 import os
@@ -12,15 +13,28 @@ from torch import nn
 
 from ..checkpoint import load_trained
 from ..data.labels import class_names, get_recipe
-from ..device import default_device
+from ..device import Hardware, Precision, choose_precision, default_device, hardware
+from ..model import POSTERV2
 
 
 @dataclass
 class Classifier:
-    model: nn.Module
+    model: nn.Module  # as prepare_for_inference made it
     classes: list[str]
     device: torch.device
+    precision: Precision
+    compiled: bool
     recorded: dict[str, Any] = field(default_factory=dict)  # the checkpoint's metadata, if any
+
+    @property
+    def run_info(self) -> dict[str, Any]:
+        """How the model runs, for the outputs: precision, why it was chosen, compiled or not."""
+        return {"precision": self.precision.name, "precision_reason": self.precision.reason,
+                "compiled": self.compiled}
+
+    def describe(self) -> str:
+        """One line for stderr."""
+        return f"model on {self.device}, precision {self.precision}{', compiled' if self.compiled else ''}"
 
     @torch.inference_mode()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
@@ -28,27 +42,56 @@ class Classifier:
         return self.model(batch.to(self.device)).float().softmax(dim=1).cpu()
 
 
+def inference_options(hw: Hardware, precision: str = "auto", compile: bool = False) -> tuple[Precision, dict[str, Any]]:
+    """What `prepare_for_inference` does on hardware `hw`: the precision chosen (device.choose_precision)
+    and the keyword arguments of `poster_fast.optimize`: weights in that precision; `compile`:
+    torch.compile, on CUDA with CUDA graphs (mode "reduce-overhead"), on the CPU with Inductor's freezing."""
+    chosen = choose_precision(precision, hw)
+    cuda = hw.device_type == "cuda"
+    return chosen, {"mode": "inference", "dtype": chosen.dtype, "compile": compile and not cuda,
+                    "cuda_graphs": compile and cuda}
+
+
+def prepare_for_inference(model: POSTERV2, device: torch.device, precision: str = "auto",
+                          compile: bool = False, attn_backend: str | None = None) -> tuple[nn.Module, Precision]:
+    """`model` as predict and evaluate run it on `device`: `poster_fast.optimize` in inference
+    mode (BatchNorm folded, channels-last, weights held in the chosen precision, logits in
+    float32) with the options `inference_options` gives for the device ("auto": bf16 where the
+    device computes it natively, else fp32). `attn_backend`: the W-MCSA backend (default: the
+    model's). `model` is moved to `device` and put in eval mode. Returns the model to run and
+    the precision chosen."""
+    from ..optimize import optimize
+
+    chosen, options = inference_options(hardware(device), precision, compile)
+    model = model.to(device).eval()
+    return optimize(model, attn_backend=attn_backend or model.attn_backend, **options), chosen
+
+
+def _classifier(model: POSTERV2, names: list[str], device: str | None, precision: str, compile: bool,
+                recorded: dict[str, Any]) -> Classifier:
+    dev = default_device(device)
+    fast, chosen = prepare_for_inference(model, dev, precision, compile)
+    return Classifier(fast, names, dev, chosen, compile, recorded)
+
+
 def load_classifier(checkpoint: str | os.PathLike, *, trusted: bool = False, attn_backend: str = "auto",
                     device: str | None = None, dataset: str | None = None,
-                    classes: Sequence[str] | None = None,
-                    folders: Sequence[str] | None = None) -> Classifier:
+                    classes: Sequence[str] | None = None, folders: Sequence[str] | None = None,
+                    precision: str = "auto", compile: bool = False) -> Classifier:
     """The model in `checkpoint`, named by data.labels.class_names (`folders`: the class folders
-    of a split it will be evaluated on)."""
+    of a split it will be evaluated on), prepared by `prepare_for_inference`."""
     model, recorded = load_trained(checkpoint, trusted, attn_backend)
     if dataset and not classes and recorded.get("dataset") not in (None, dataset):
         print(f"warning: the checkpoint was trained on {recorded['dataset']}, labelling as {dataset}",
               file=sys.stderr)
     names = class_names(model.num_classes, recorded, dataset, classes, folders)
-    dev = default_device(device)
-    return Classifier(model.to(dev).eval(), names, dev, recorded)
+    return _classifier(model, names, device, precision, compile, recorded)
 
 
 def random_classifier(*, attn_backend: str = "auto", device: str | None = None,
-                      dataset: str | None = None, classes: Sequence[str] | None = None) -> Classifier:
+                      dataset: str | None = None, classes: Sequence[str] | None = None,
+                      precision: str = "auto", compile: bool = False) -> Classifier:
     """An untrained model (its labels mean nothing: smoke tests), sized for `classes`, else for
     `dataset`'s classes, else RAF-DB's."""
-    from ..model import POSTERV2
-
     names = list(classes) if classes else list(get_recipe(dataset or "rafdb").classes)
-    dev = default_device(device)
-    return Classifier(POSTERV2(len(names), attn_backend=attn_backend).to(dev).eval(), names, dev)
+    return _classifier(POSTERV2(len(names), attn_backend=attn_backend), names, device, precision, compile, {})

@@ -26,8 +26,9 @@ def _open(dest: str) -> Iterator[IO[str]]:
             yield fh
 
 
-def write_json(results: list[PhotoResult], classes: list[str], checkpoint: str | None, dest: str) -> None:
-    doc = {"checkpoint": checkpoint, "classes": classes, "results": [
+def write_json(results: list[PhotoResult], classes: list[str], checkpoint: str | None, dest: str,
+               run_info: dict[str, Any] | None = None) -> None:
+    doc = {"checkpoint": checkpoint, **(run_info or {}), "classes": classes, "results": [
         {"file": r.file, "error": r.error, "faces": [
             {"box": [f.box.x, f.box.y, f.box.w, f.box.h], "label": f.label,
              "score": round(f.score, 6), "probs": f.probs} for f in r.faces]} for r in results]}
@@ -36,24 +37,26 @@ def write_json(results: list[PhotoResult], classes: list[str], checkpoint: str |
         fh.write("\n")
 
 
-def csv_rows(results: list[PhotoResult]) -> list[dict[str, Any]]:
-    """One row per face (with every class probability), plus one per file error."""
+def csv_rows(results: list[PhotoResult], precision: str = "") -> list[dict[str, Any]]:
+    """One row per face (with every class probability and the precision it was computed in),
+    plus one per file error."""
     out: list[dict[str, Any]] = []
     for r in results:
         for i, f in enumerate(r.faces):
             out.append({"file": r.file, "face": i, "x": f.box.x, "y": f.box.y, "w": f.box.w,
-                        "h": f.box.h, "label": f.label, "score": round(f.score, 6), **f.probs, "error": ""})
+                        "h": f.box.h, "label": f.label, "score": round(f.score, 6), **f.probs,
+                        "precision": precision, "error": ""})
         if r.error:
             out.append({"file": r.file, "error": r.error})
     return out
 
 
-def write_csv(results: list[PhotoResult], classes: list[str], dest: str) -> None:
-    fields = ["file", "face", "x", "y", "w", "h", "label", "score", *classes, "error"]
+def write_csv(results: list[PhotoResult], classes: list[str], dest: str, precision: str = "") -> None:
+    fields = ["file", "face", "x", "y", "w", "h", "label", "score", *classes, "precision", "error"]
     with _open(dest) as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, restval="")
         writer.writeheader()
-        writer.writerows(csv_rows(results))
+        writer.writerows(csv_rows(results, precision))
 
 
 def format_table(results: list[PhotoResult]) -> str:
@@ -68,12 +71,15 @@ def format_table(results: list[PhotoResult]) -> str:
 
 
 def write_outputs(results: list[PhotoResult], classes: list[str], checkpoint: str | None,
-                  json_dest: str | None = None, csv_dest: str | None = None) -> None:
-    """JSON and CSV where asked ("-": stdout); the table on stdout unless stdout holds one of them."""
+                  json_dest: str | None = None, csv_dest: str | None = None,
+                  run_info: dict[str, Any] | None = None) -> None:
+    """JSON and CSV where asked ("-": stdout); the table on stdout unless stdout holds one of them.
+    `run_info` (Classifier.run_info: the precision, ...) goes into the JSON, its precision into
+    the CSV."""
     if json_dest:
-        write_json(results, classes, checkpoint, json_dest)
+        write_json(results, classes, checkpoint, json_dest, run_info)
     if csv_dest:
-        write_csv(results, classes, csv_dest)
+        write_csv(results, classes, csv_dest, (run_info or {}).get("precision", ""))
     if STDOUT not in (json_dest, csv_dest):
         print(format_table(results))
 

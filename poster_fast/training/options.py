@@ -22,7 +22,7 @@ class TrainOptions:
     image_size: int = 224
     workers: int = min(4, os.cpu_count() or 1)
     device: str | None = None  # default: device.default_device
-    amp: str = "auto"  # AMP_MODES; auto: bf16 autocast on CUDA GPUs that support it
+    amp: str = "auto"  # AMP_MODES; auto: bf16 autocast where bf16 is native (device.native_bf16)
     attn_backend: str = "auto"
     trusted: bool = False  # unpickle backbone files that hold Python objects
     epochs: int = 200

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..device import hardware, native_bf16
 from .distributed import Dist
 from .metrics import EvalResult
 from .sam import SAM
@@ -43,9 +44,10 @@ def autocast(device: torch.device, amp: bool) -> Any:
 
 
 def amp_enabled(mode: str, device: torch.device) -> bool:
-    """mode auto: bf16 autocast on CUDA GPUs that support it; bf16: always; off: never."""
+    """mode auto: bf16 autocast where the device computes bf16 natively (device.native_bf16: CUDA
+    GPUs of compute capability 8.0 and newer, CPUs with AMX or AVX512-BF16); bf16: always; off: never."""
     if mode == "auto":
-        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return native_bf16(hardware(device))[0]
     return mode == "bf16"
 
 
