@@ -105,6 +105,13 @@ def _cause(err: BaseException, source: Any) -> str:
 
 def _check_file(path: str | os.PathLike) -> None:
     p = Path(path)
+    try:
+        _check_path(p)
+    except OSError as err:
+        raise CheckpointError(f"{p}: {err.strerror or err}") from None
+
+
+def _check_path(p: Path) -> None:
     if not p.exists():
         raise CheckpointError(f"checkpoint {p} does not exist")
     if p.is_dir():

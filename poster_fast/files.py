@@ -26,21 +26,28 @@ def same_file(a: Path, b: Path) -> bool:
     return False
 
 
+@contextmanager
+def _as_usage_error(option: str, path: Path) -> Iterator[None]:
+    """An OSError while looking at `path` (a name too long, a permission) as a UsageError."""
+    try:
+        yield
+    except OSError as err:
+        raise UsageError(f"{option} {path}: {err.strerror or err}") from None
+
+
 def make_folder(option: str, folder: Path) -> Path:
     """Create `folder` (and its parents); UsageError naming `option` when a file is in the way,
     it cannot be created or it is not writable."""
-    for above in (folder, *folder.parents):
-        if above.exists() or above.is_symlink():
-            if not above.is_dir():
-                what = "is a file" if above == folder else f"is under {above}, which is a file"
-                raise UsageError(f"{option} {folder}: {what}; expected a folder")
-            break
-    try:
+    with _as_usage_error(option, folder):
+        for above in (folder, *folder.parents):
+            if above.exists() or above.is_symlink():
+                if not above.is_dir():
+                    what = "is a file" if above == folder else f"is under {above}, which is a file"
+                    raise UsageError(f"{option} {folder}: {what}; expected a folder")
+                break
         folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError(f"{option} {folder}: cannot create the folder ({err.strerror or err})") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"{option} {folder}: the folder is not writable")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UsageError(f"{option} {folder}: the folder is not writable")
     return folder
 
 
@@ -48,10 +55,11 @@ def check_output_file(option: str, path: str | os.PathLike, protected: Iterable[
     """A file a command will write: not a folder, not one of `protected` (its inputs); its
     folder is created."""
     out = Path(path)
-    if out.is_dir():
-        raise UsageError(f"{option} {out}: is a folder; expected a file name")
-    if any(same_file(out, p) for p in protected):
-        raise UsageError(f"{option} {out}: is one of the input files; it would be overwritten")
+    with _as_usage_error(option, out):
+        if out.is_dir():
+            raise UsageError(f"{option} {out}: is a folder; expected a file name")
+        if any(same_file(out, p) for p in protected):
+            raise UsageError(f"{option} {out}: is one of the input files; it would be overwritten")
     make_folder(option, out.parent)
     return out
 
@@ -64,14 +72,15 @@ def check_output_dir(option: str, path: str | os.PathLike) -> Path:
 def check_input(option: str, path: str | os.PathLike, folder: bool = False) -> Path:
     """An existing file (or folder) to read; UsageError naming `option` otherwise."""
     p = Path(path)
-    if not p.exists():
-        raise UsageError(f"{option} {p}: does not exist")
-    if folder and not p.is_dir():
-        raise UsageError(f"{option} {p}: is a file; expected a folder")
-    if not folder and p.is_dir():
-        raise UsageError(f"{option} {p}: is a folder; expected a file")
-    if not os.access(p, os.R_OK | (os.X_OK if folder else 0)):
-        raise UsageError(f"{option} {p}: cannot be read (permission denied)")
+    with _as_usage_error(option, p):
+        if not p.exists():
+            raise UsageError(f"{option} {p}: does not exist")
+        if folder and not p.is_dir():
+            raise UsageError(f"{option} {p}: is a file; expected a folder")
+        if not folder and p.is_dir():
+            raise UsageError(f"{option} {p}: is a folder; expected a file")
+        if not os.access(p, os.R_OK | (os.X_OK if folder else 0)):
+            raise UsageError(f"{option} {p}: cannot be read (permission denied)")
     return p
 
 

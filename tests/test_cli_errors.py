@@ -1,73 +1,12 @@
 """Every command answers a mistake in its options with one line on stderr and exit status 2,
-before any work starts (the entry points of the work are replaced by ones that fail the test)."""
+before any work starts (the entry points of the work are replaced by ones that record the call)."""
 from __future__ import annotations
-
-import sys
 
 import pytest
 import torch
-from PIL import Image
 
-from poster_fast.commands import cli
+from command_utils import BASE, WORK, place, run, work  # noqa: F401  (fixtures)
 
-WORK = {  # command -> the functions where its work starts
-    "predict": ["poster_fast.inference.classifier.load_classifier",
-                "poster_fast.inference.classifier.random_classifier",
-                "poster_fast.inference.photos.predict_photos"],
-    "train": ["poster_fast.training.loop.train"],
-    "evaluate": ["poster_fast.inference.classifier.load_classifier"],
-    "bench": ["poster_fast.benchmarking.runner.run"],
-    "budget": ["poster_fast.budget.budget"],
-}
-
-
-@pytest.fixture
-def work(monkeypatch):
-    """Replaces every command's work by a recorder: the list of the functions called."""
-    called: list[str] = []
-    for targets in WORK.values():
-        for target in targets:
-            module, name = target.rsplit(".", 1)
-            __import__(module)
-
-            def record(*args, _name=target, **kwargs):
-                called.append(_name)
-                raise SystemExit(0)  # the work would start here
-            monkeypatch.setattr(sys.modules[module], name, record)
-    return called
-
-
-@pytest.fixture
-def place(tmp_path, monkeypatch):
-    """A working folder with a photo, a checkpoint-named file, a plain file and a data root."""
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "photos").mkdir()
-    (tmp_path / "photos" / "me.png").write_bytes(b"png")
-    (tmp_path / "c.pt").write_bytes(b"pt")
-    (tmp_path / "file.txt").write_text("a file")
-    (tmp_path / "data" / "train").mkdir(parents=True)
-    (tmp_path / "data" / "valid" / "1").mkdir(parents=True)
-    Image.new("RGB", (8, 8)).save(tmp_path / "data" / "valid" / "1" / "a.png")
-    (tmp_path / "folder").mkdir()
-    return tmp_path
-
-
-def run(argv: list[str], capsys) -> tuple[int, str]:
-    try:
-        code = cli.main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    err = capsys.readouterr().err
-    return code, err
-
-
-BASE = {
-    "predict": ["predict", "photos", "--checkpoint", "c.pt"],
-    "train": ["train", "--data", "data", "--dataset", "rafdb", "--out", "out"],
-    "evaluate": ["evaluate", "--data", "data", "--checkpoint", "c.pt"],
-    "bench": ["bench", "--quick"],
-    "budget": ["budget"],
-}
 NO_CUDA = not torch.cuda.is_available()
 CASES = [
     # predict

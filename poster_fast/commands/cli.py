@@ -60,11 +60,17 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
         return text + " (default: %(default)s)"
 
 
+def one_line(text: str) -> str:
+    """`text` with line breaks and other unprintable characters escaped (a user's value may
+    hold them), so that an error is one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line: what is wrong, and where the help is."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(USAGE_EXIT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(USAGE_EXIT, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -86,10 +92,10 @@ def run_command(name: str, module: ModuleType, args: argparse.Namespace) -> int:
     try:
         return int(module.run(args))
     except USER_ERRORS as err:
-        print(f"poster-fast {name}: error: {err}", file=sys.stderr)
+        print(f"poster-fast {name}: error: {one_line(str(err))}", file=sys.stderr)
         return USAGE_EXIT
     except RunError as err:
-        print(f"poster-fast {name}: error: {err}", file=sys.stderr)
+        print(f"poster-fast {name}: error: {one_line(str(err))}", file=sys.stderr)
         return FAILED_EXIT
     except KeyboardInterrupt:
         print(f"poster-fast {name}: interrupted", file=sys.stderr)

@@ -61,7 +61,11 @@ def split_dir(data: str | os.PathLike, split: str) -> Path:
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist")
     path = root / split
-    if not path.is_dir():
+    try:
+        missing = not path.is_dir()
+    except OSError as err:
+        raise DataError(f"{path}: {err.strerror or err}") from None
+    if missing:
         found = sorted(p.name for p in root.iterdir() if p.is_dir())
         raise DataError(
             f"{path} is missing: expected the ImageFolder layout {root}/train/<class>/<image> "

@@ -123,6 +123,7 @@ class Annotator:
         self.used: set[str] = set()
         self.failed: list[str] = []
         self.written = 0
+        folder.mkdir(parents=True, exist_ok=True)
 
     def name_for(self, photo: PhotoResult) -> Path:
         stem = Path(photo.file).stem

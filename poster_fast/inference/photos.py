@@ -52,15 +52,19 @@ def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, str |
     seen: set[str] = set()
     for item in map(str, inputs):
         path = Path(item)
-        if path.is_dir():
-            found = [str(p) for p in iter_images(path)]
-            if not found:
-                out.append((item, f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder"))
-        elif path.is_file():
-            found = [item]
-        else:
-            broken = path.is_symlink()
-            out.append((item, "a link to nothing (broken symbolic link)" if broken else "no such file or folder"))
+        try:
+            if path.is_dir():
+                found = [str(p) for p in iter_images(path)]
+                if not found:
+                    out.append((item, f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder"))
+            elif path.is_file():
+                found = [item]
+            else:
+                broken = path.is_symlink()
+                out.append((item, "a link to nothing (broken symbolic link)" if broken else "no such file or folder"))
+                continue
+        except OSError as err:
+            out.append((item, f"cannot be read: {err.strerror or err}"))
             continue
         for name in found:
             real = os.path.realpath(name)
