@@ -9,6 +9,7 @@ import weakref
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from command_utils import FakeClassifier, photo
@@ -150,3 +151,13 @@ def test_atomic_path_and_stale_temporary_files(tmp_path):
     removed = remove_stale_temps(tmp_path, ["last.pt", "best.pt"])
     assert sorted(p.name for p in removed) == ["best.pt.ffff0000.tmp", "last.pt.0a1b2c3d.tmp", "last.pt.tmp"]
     assert (tmp_path / "mine.tmp").exists()
+
+
+def test_json_is_always_valid():
+    from poster_fast.files import json_text
+    from poster_fast.training.metrics import EvalResult
+
+    doc = strict_json(json_text({"loss": float("nan"), "accs": [float("inf"), 0.5], "n": 3}))
+    assert doc == {"loss": None, "accs": [None, 0.5], "n": 3}
+    no_second_class = EvalResult(0.1, torch.tensor([[2.0, 0.0], [0.0, 0.0]]))  # per-class accuracy nan
+    assert strict_json(json_text(no_second_class.as_dict(["a", "b"])))["per_class"]["b"]["acc"] is None
