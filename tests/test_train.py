@@ -264,16 +264,23 @@ def test_resume_options_keep_the_runs_values_unless_given_again():
 
 def test_missing_matplotlib_keeps_every_other_output_and_stale_temps_are_removed(data, tmp_path, monkeypatch,
                                                                                capsys):
+    """The library's train() (the command refuses earlier without its extra): the plots that
+    cannot be drawn are named in a RunError once every other output is written."""
+    from poster_fast.errors import RunError
+    from poster_fast.training.loop import train
+    from poster_fast.training.options import TrainOptions
+
     out = tmp_path / "run"
     out.mkdir()
     (out / "last.pt.tmp").write_bytes(b"a killed save")
     (out / "summary.json.0badc0de.tmp").write_text("{")
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
-    code = main(["train", "--data", str(data), "--out", str(out), "--epochs", "1", "--max-steps", "1", *TRAIN_ARGS])
+    opts = TrainOptions(str(data), "rafdb", out=str(out), classes=["dark", "bright"], batch_size=4, optimizer="adam",
+                        lr=1e-3, image_size=64, workers=0, device="cpu", epochs=1, max_steps=1)
+    with pytest.raises(RunError, match="training finished, but 2 outputs could not be written") as info:
+        train(opts)
+    assert "confusion_valid.png" in str(info.value) and "curves.png" in str(info.value)
     captured = capsys.readouterr()
-    assert code == 3
-    last = one_line_error(captured.err, "poster-fast train: error: training finished, but 2 outputs could not")
-    assert "confusion_valid.png" in last and "curves.png" in last
     assert "matplotlib is not installed" in captured.err
     assert "removed 2 temporary files a killed run left" in captured.out
     for name in ("best.pt", "last.pt", "metrics.csv", "summary.json"):
