@@ -46,7 +46,7 @@ def metrics(out: Path) -> list[dict[str, str]]:
     return list(csv.DictReader((out / "metrics.csv").open()))
 
 
-def test_train_resume_evaluate(data, tmp_path, capsys):
+def test_train_resume_evaluate(data, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     assert main(["train", "--data", str(data), "--out", str(out), "--epochs", "2", *TRAIN_ARGS]) == 0
     rows = metrics(out)
@@ -87,6 +87,19 @@ def test_train_resume_evaluate(data, tmp_path, capsys):
     assert sum(map(sum, report["confusion"])) == 4
     assert (tmp_path / "eval" / "confusion_valid.png").is_file()
     assert "mean class accuracy" in capsys.readouterr().out
+
+    # An output that cannot be written is named (status 3); the others are written.
+    import poster_fast.training.plots as plots
+
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(plots, "plot_confusion", no_space)
+    assert main(["evaluate", "--data", str(data), "--checkpoint", str(out / "best.pt"), "--workers", "0",
+                 "--image-size", "64", "--out", str(tmp_path / "eval2")]) == 3
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("poster-fast evaluate: error: 1 outputs could not be written")
+    assert "confusion_valid.png" in err and "No space left" in err
+    assert json.loads((tmp_path / "eval2" / "eval_valid.json").read_text())["top1"] == report["top1"]
 
 
 @pytest.mark.parametrize("case, message", [
@@ -248,16 +261,17 @@ def test_resume_refuses_what_cannot_continue_the_run(data, last_pt, tmp_path, ch
 
 def test_resume_options_keep_the_runs_values_unless_given_again():
     from poster_fast.errors import UsageError
-    from poster_fast.training.options import TrainOptions, resume_options
+    from poster_fast.training.options import TrainOptions, describe_changes, resume_options
 
     run = TrainOptions("d", "rafdb", gamma=0.9, lr=1e-4, batch_size=8, epochs=10, seed=3, workers=2).record()
     now = TrainOptions("d2", "rafdb", lr=3e-4, epochs=20, workers=0).check()
     resumed, changes = resume_options(now, run, 5, {"data", "dataset", "lr", "epochs", "workers"}, Path("x"))
     assert (resumed.gamma, resumed.batch_size, resumed.seed) == (0.9, 8, 3)  # not given: the run's
     assert (resumed.lr, resumed.epochs, resumed.workers, resumed.data) == (3e-4, 20, 0, "d2")
-    assert changes == ["--epochs 20 (was 10)", "--lr 0.0003 (was 0.0001)"]  # run-time options are not listed
+    assert changes == {"epochs": (10, 20), "lr": (1e-4, 3e-4)}  # run-time options are not listed
+    assert describe_changes(changes) == "--epochs 20 (was 10); --lr 0.0003 (was 0.0001)"
     _, every = resume_options(now, run, 5, None, Path("x"))  # None: every option is given
-    assert "--gamma 0.98 (was 0.9)" in every and "--batch-size 144 (was 8)" in every
+    assert every["gamma"] == (0.9, 0.98) and every["batch_size"] == (8, 144)
     with pytest.raises(UsageError, match="--optimizer adam cannot continue it"):
         resume_options(TrainOptions("d", "rafdb", optimizer="adam", epochs=20), run, 5, None, Path("x"))
 

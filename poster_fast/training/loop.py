@@ -28,7 +28,7 @@ from ..errors import CheckpointError, NonFiniteError, RunError, UsageError
 from ..files import remove_stale_temps
 from .distributed import Dist, broadcast_buffers, in_sync, setup_dist, wrap_ddp
 from .metrics import EvalResult, read_metrics, write_json, write_metrics
-from .options import TrainOptions, resume_options
+from .options import TrainOptions, describe_changes, resume_options
 from .plots import plot_confusion, plot_curves
 from .steps import Optimisation, amp_enabled, eval_loader, evaluate_model, train_epoch, train_loader
 
@@ -42,7 +42,7 @@ def train(opts: TrainOptions, given: Collection[str] | None = None) -> dict[str,
     last.pt (None: every option of `opts` applies); see training.options.resume_options.
     """
     opts = opts.check()
-    state, changes = None, []
+    state, changes = None, {}
     if opts.resume_path:
         if not opts.resume_path.exists():
             raise CheckpointError(f"--resume: {opts.resume_path} does not exist")
@@ -115,13 +115,13 @@ class Run:
     """One training run in this process (rank `d.rank` of `d.world`)."""
 
     def __init__(self, opts: TrainOptions, data: TrainData, d: Dist, state: dict[str, Any] | None = None,
-                 changes: list[str] | None = None) -> None:
+                 changes: dict[str, tuple[Any, Any]] | None = None) -> None:
         if opts.batch_size % d.world:
             raise UsageError(f"--batch-size {opts.batch_size} (global) is not divisible by {d.world} processes")
         self.opts, self.d, self.recipe, self.classes = opts, d, data.recipe, data.classes
         self.data = data
         self.train_set, self.val_set = data.train_set, data.val_set
-        self.out, self.state, self.changes = opts.out_dir, state, changes or []
+        self.out, self.state, self.changes = opts.out_dir, state, changes or {}
         self.per_rank = opts.batch_size // d.world
         self.log: Callable[..., None] = print if d.main else (lambda *a, **k: None)
         self.amp = amp_enabled(opts.amp, d.device)
@@ -185,7 +185,10 @@ class Run:
         """Model, optimiser and schedule from last.pt (a run on the same classes: train() checked);
         the options given again with other values (self.changes) apply from the next epoch."""
         ck, path, opts = self.state, self.opts.resume_path, self.opts
-        load_checkpoint(net, ck["state_dict"])
+        try:
+            load_checkpoint(net, ck["state_dict"])
+        except CheckpointError as err:
+            raise CheckpointError(f"--resume: {path}: {err}") from None
         try:
             opt.base.load_state_dict(ck["optimizer"])
             opt.scheduler.load_state_dict(ck["scheduler"])
@@ -193,7 +196,7 @@ class Run:
             raise CheckpointError(f"--resume: {path}: the optimizer state does not fit "
                                   f"--optimizer {opts.optimizer}: {err}") from None
         done = int(ck["epoch"])
-        if any(c.startswith(("--lr ", "--gamma ")) for c in self.changes):
+        if "lr" in self.changes or "gamma" in self.changes:
             opt.scheduler.base_lrs = [self.lr] * len(opt.base.param_groups)
             opt.scheduler.gamma = opts.gamma
             for group in opt.base.param_groups:
@@ -203,7 +206,7 @@ class Run:
         self.log(f"resumed {path} after epoch {done} "
                  f"(best val acc {ck['best_acc']:.4f} at epoch {ck['best_epoch']})")
         if self.changes:
-            self.log(f"resume: applying {'; '.join(self.changes)} from epoch {done + 1} "
+            self.log(f"resume: applying {describe_changes(self.changes)} from epoch {done + 1} "
                      f"(lr for epoch {done + 1}: {opt.lr:g})")
         return Progress(done, float(ck["best_acc"]), int(ck["best_epoch"]))
 

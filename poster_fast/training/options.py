@@ -119,12 +119,13 @@ class TrainOptions:
         return {k: v for k, v in asdict(self).items() if k != "resume"}
 
 
-def resume_options(opts: TrainOptions, recorded: Mapping[str, Any], done: int,
-                   given: Collection[str] | None, source: Path) -> tuple[TrainOptions, list[str]]:
+def resume_options(opts: TrainOptions, recorded: Mapping[str, Any], done: int, given: Collection[str] | None,
+                   source: Path) -> tuple[TrainOptions, dict[str, tuple[Any, Any]]]:
     """The options of a run continued from `source` (which finished epoch `done` and recorded
     `recorded`): options not in `given` (None: all are given) take the run's values; given
-    ones that differ are refused (RESUME_REFUSED) or applied, and listed as changes."""
-    changes: list[str] = []
+    ones that differ are refused (RESUME_REFUSED) or applied, and returned as the changes
+    {name: (the run's value, the new one)} (run-time options are not listed)."""
+    changes: dict[str, tuple[Any, Any]] = {}
     for f in fields(TrainOptions):
         name = f.name
         if name not in recorded or name in RESUME_IGNORED:
@@ -136,8 +137,13 @@ def resume_options(opts: TrainOptions, recorded: Mapping[str, Any], done: int,
             raise UsageError(f"--resume: {source} is a run with {flag(name)} {old}; {flag(name)} {new} "
                              "cannot continue it (start a new run in another --out)")
         elif new != old and name not in RESUME_RUNTIME:
-            changes.append(f"{flag(name)} {new} (was {old})")
+            changes[name] = (old, new)
     if opts.epochs <= done:
         raise UsageError(f"--resume: {source} has finished epoch {done} and --epochs is {opts.epochs}; "
                          f"give --epochs larger than {done} to train further")
     return opts, changes
+
+
+def describe_changes(changes: Mapping[str, tuple[Any, Any]]) -> str:
+    """'--lr 0.0005 (was 0.001); ...' for the log of a resumed run."""
+    return "; ".join(f"{flag(name)} {new} (was {old})" for name, (old, new) in changes.items())

@@ -66,7 +66,7 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: Optimisa
                amp: bool, d: Dist | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy, backward and an optimiser step (SAM: a second forward/backward at the
     perturbed weights). Returns the loss and logits of the first forward pass. A non-finite
-    loss raises NonFiniteError before any weight changes."""
+    loss (of either pass) raises NonFiniteError before the optimiser steps."""
     with autocast(x.device, amp):
         logits = model(x)
     loss = F.cross_entropy(logits.float(), y)
