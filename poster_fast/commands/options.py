@@ -22,7 +22,6 @@ def number(limits: Range) -> Callable[[str], Any]:
             return limits.parse(text)
         except ValueError as err:
             raise argparse.ArgumentTypeError(str(err)) from None
-    parse.__name__ = "integer" if limits.integer else "number"
     return parse
 
 
@@ -117,7 +116,7 @@ def check_model_options(args: argparse.Namespace) -> None:
     check_attn_backend(args.attn_backend, args.device)
 
 
-def check_inputs(args: argparse.Namespace, files: Sequence[str] = (), folders: Sequence[str] = ()) -> None:
+def check_input_options(args: argparse.Namespace, files: Sequence[str] = (), folders: Sequence[str] = ()) -> None:
     """Each named option, when given, is an existing, readable file (or folder)."""
     for names, folder in ((files, False), (folders, True)):
         for name in names:

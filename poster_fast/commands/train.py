@@ -7,7 +7,8 @@ from dataclasses import fields
 from ..data.labels import DATASETS
 from ..files import check_output_dir
 from ..training.options import LIMITS, OPTIMIZERS, SAMPLERS, TrainOptions
-from .options import add_data_options, add_model_options, check_inputs, check_model_options, dataset_tables, number
+from .options import (add_data_options, add_model_options, check_input_options, check_model_options, dataset_tables,
+                      number)
 
 RESUME_NOTE = ("--resume continues OUT/last.pt (or the file given): options not given again keep the "
                "run's values; given again with another value, --dataset, --optimizer and the class names "
@@ -71,9 +72,9 @@ def options(args: argparse.Namespace) -> tuple[TrainOptions, set[str]]:
 def run(args: argparse.Namespace) -> int:
     opts, given = options(args)
     opts = opts.check()
-    check_inputs(args, files=("ir50", "landmark"), folders=("data",))
+    check_input_options(args, files=("ir50", "landmark"), folders=("data",))
     if opts.resume and opts.resume != "auto":
-        check_inputs(args, files=("resume",))
+        check_input_options(args, files=("resume",))
     check_output_dir("--out", opts.out_dir)
     check_model_options(args)
     from ..training.loop import train
