@@ -1,15 +1,17 @@
 """Property-based tests (hypothesis): any value of any option of any command, and of the API's
 arguments, gives a result or a clear error (exit status 2 with one line on stderr, or the
 documented exception naming the argument), never a traceback. Command lines stop where the work
-would start (tests/test_cli_errors.py's stubs); the API examples are tiny."""
+would start (tests/command_utils.py's stubs); the API examples are tiny."""
 from __future__ import annotations
 
 import re
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+
+pytest.importorskip("hypothesis")  # the [test] extra; machines without it skip this file
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 from poster_fast.commands.cli import COMMANDS
 from poster_fast.errors import UsageError
@@ -58,7 +60,7 @@ OPTIONS = {
 
 @st.composite
 def command_line(draw, name: str) -> list[str]:
-    """The command's base line (tests/test_cli_errors.py BASE) with some options drawn anew."""
+    """The command's base line (command_utils.BASE) with some options drawn anew."""
     chosen = draw(st.lists(st.sampled_from(sorted(OPTIONS[name])), max_size=4, unique=True))
     argv = list(BASE[name])
     if name == "predict":
