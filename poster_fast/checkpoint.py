@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
+from .files import atomic_path
 
 if TYPE_CHECKING:
     from .model import POSTERV2
@@ -69,32 +70,105 @@ class _LenientPickle:
     __name__ = "poster_fast_lenient_pickle"
 
 
-def _torch_load(path: str | os.PathLike | io.IOBase, trusted: bool) -> Any:
+def _name(source: Any) -> str:
+    """How error messages name a checkpoint source."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return getattr(source, "name", None) if isinstance(getattr(source, "name", None), str) else "the file object"
+
+
+def _head(source: Any) -> bytes:
+    """The first bytes of a checkpoint file ('' when they cannot be read)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as fh:
+                return fh.read(4)
+        position = source.tell()
+        head = source.read(4)
+        source.seek(position)
+        return head if isinstance(head, bytes) else b""
+    except (OSError, AttributeError, ValueError):
+        return b""
+
+
+def _cause(err: BaseException, source: Any) -> str:
+    """What a failed torch.load says about the file, in one line."""
+    text = " ".join(str(err).split())
+    if _head(source) == b"PK\x03\x04" or "central directory" in text:
+        return f"a damaged zip archive (truncated or corrupt; {type(err).__name__}: {text[:100]})"
+    if isinstance(err, EOFError) or "Ran out of input" in text:
+        return "the file ends too early (truncated, or not a checkpoint)"
+    if "magic number" in text:
+        return "not a PyTorch checkpoint (invalid magic number)"
+    return f"not a PyTorch checkpoint, or a corrupt one ({type(err).__name__}: {text[:160]})"
+
+
+def _check_file(path: str | os.PathLike) -> None:
+    p = Path(path)
+    try:
+        _check_path(p)
+    except OSError as err:
+        raise CheckpointError(f"{p}: {err.strerror or err}") from None
+
+
+def _check_path(p: Path) -> None:
+    if not p.exists():
+        raise CheckpointError(f"checkpoint {p} does not exist")
+    if p.is_dir():
+        raise CheckpointError(f"{p}: is a folder, not a checkpoint file")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"{p}: the file is empty (0 bytes)")
+    if not os.access(p, os.R_OK):
+        raise CheckpointError(f"{p}: cannot be read (permission denied)")
+
+
+def read_checkpoint(source: str | os.PathLike | io.IOBase, trusted: bool = False) -> Any:
+    """The object a checkpoint file (path or file object) holds, read with
+    `torch.load(weights_only=True)`; with `trusted`, files that pickle other Python objects too
+    (unpickling runs code from the file; unknown classes become placeholders). Every failure
+    is a CheckpointError naming the file and the cause."""
+    name = _name(source)
+    if isinstance(source, (str, os.PathLike)):
+        _check_file(source)
+    elif not hasattr(source, "read"):
+        raise CheckpointError(f"expected a checkpoint path, file object or state dict, got "
+                              f"{type(source).__name__}")
+    try:
+        return torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        text = str(err)
+        if "Weights only load failed" not in text:
+            raise CheckpointError(f"{name}: {_cause(err, source)}") from err
         if not trusted:
+            detail = next((line.strip() for line in text.splitlines() if "Unsupported global" in line), "")
+            if not detail:
+                raise CheckpointError(f"{name}: {_cause(err, source)}") from err
             raise CheckpointError(
-                f"{path}: the file holds pickled Python objects besides tensors, which "
-                f"torch.load(weights_only=True) refuses ({str(err).splitlines()[0]}). The authors' "
-                "training checkpoints are like this. If you trust the file, pass trusted=True "
-                "(CLI: --trusted) to unpickle it with unknown classes replaced by placeholders."
+                f"{name}: the file holds pickled Python objects besides tensors, which "
+                f"torch.load(weights_only=True) refuses ({detail}). The authors' training checkpoints "
+                "are like this. If you trust the file, pass trusted=True (CLI: --trusted) to unpickle "
+                "it, which runs code the file names; unknown classes become placeholders."
             ) from err
-    if hasattr(path, "seek"):
-        path.seek(0)
-    return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_LenientPickle)
+    except Exception as err:  # torch.load raises many types for damaged files
+        raise CheckpointError(f"{name}: {_cause(err, source)}") from err
+    if hasattr(source, "seek"):
+        source.seek(0)
+    try:
+        return torch.load(source, map_location="cpu", weights_only=False, pickle_module=_LenientPickle)
+    except Exception as err:
+        raise CheckpointError(f"{name}: {_cause(err, source)}") from err
 
 
-def read_state_dict(source: Any, trusted: bool = False) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """A file path, file object or mapping -> (flat state dict without "module." prefixes, notes)."""
+def _state_of(obj: Any, name: str) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The flat state dict (without "module." prefixes) in a loaded checkpoint object."""
     notes: list[str] = []
-    obj = source if isinstance(source, Mapping) else _torch_load(source, trusted)
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        keys = list(obj)[:8] if isinstance(obj, Mapping) else type(obj).__name__
-        raise CheckpointError(f"{source if not isinstance(source, Mapping) else 'state dict'}: not a "
-                              f"checkpoint: expected a state dict or a dict with 'state_dict', found {keys}")
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()) \
+            or not all(isinstance(k, str) for k in obj):
+        found = list(obj)[:8] if isinstance(obj, Mapping) else type(obj).__name__
+        raise CheckpointError(f"{name}: not a checkpoint: expected a state dict or a dict with "
+                              f"'state_dict', found {found}")
     state = {}
     for key, value in obj.items():
         if key.startswith("module."):
@@ -105,6 +179,17 @@ def read_state_dict(source: Any, trusted: bool = False) -> tuple[dict[str, torch
     return state, notes
 
 
+def read_state_dict(source: Any, trusted: bool = False) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """A file path, file object or mapping -> (flat state dict without "module." prefixes, notes)."""
+    if isinstance(source, Mapping):
+        return _state_of(source, "state dict")
+    return _state_of(read_checkpoint(source, trusted), _name(source))
+
+
+def _non_finite(state: Mapping[str, torch.Tensor]) -> list[str]:
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 def load_checkpoint(model: nn.Module, source: Any, trusted: bool = False) -> LoadReport:
     """Load a POSTER V2 checkpoint into `model`, strictly, after dropping unused/thop keys.
 
@@ -112,6 +197,15 @@ def load_checkpoint(model: nn.Module, source: Any, trusted: bool = False) -> Loa
     mis-shaped keys. Returns what was loaded and dropped.
     """
     state, notes = read_state_dict(source, trusted)
+    try:
+        return _load_strict(model, state, notes)
+    except CheckpointError as err:
+        if isinstance(source, Mapping):
+            raise
+        raise CheckpointError(f"{_name(source)}: {err}") from None
+
+
+def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], notes: list[str]) -> LoadReport:
     report = LoadReport(notes=notes)
     expected = model.state_dict()
     kept = {}
@@ -123,9 +217,13 @@ def load_checkpoint(model: nn.Module, source: Any, trusted: bool = False) -> Loa
         else:
             kept[key] = value
     head = "VIT.head.linear.weight"
-    if head in kept and head in expected and kept[head].shape != expected[head].shape:
+    if head in kept and head in expected and kept[head].dim() == 2 and kept[head].shape != expected[head].shape:
         raise CheckpointError(f"class count mismatch: the checkpoint has {kept[head].shape[0]} classes "
                               f"({head} {tuple(kept[head].shape)}), the model {expected[head].shape[0]}")
+    bad = _non_finite(kept)
+    if bad:
+        raise CheckpointError(f"{len(bad)} tensors of the checkpoint hold NaN or infinite values "
+                              f"(first: {bad[:3]}): the training that wrote it diverged")
     missing = sorted(set(expected) - set(kept))
     unexpected = sorted(set(kept) - set(expected))
     shapes = [f"{k}: checkpoint {tuple(kept[k].shape)} vs model {tuple(expected[k].shape)}"
@@ -173,6 +271,9 @@ def _load_matching(module: nn.Module, state: Mapping[str, torch.Tensor], what: s
     if not report.loaded:
         raise CheckpointError(f"{what}: no tensor of the file matches the module (first keys: "
                               f"{list(state)[:5]})")
+    bad = _non_finite({k: own[k] for k in report.loaded})
+    if bad:
+        raise CheckpointError(f"{what}: {len(bad)} tensors hold NaN or infinite values (first: {bad[:3]})")
     module.load_state_dict(own)
     missing = sorted(set(own) - set(report.loaded))
     if missing:
@@ -201,13 +302,19 @@ def load_backbones(model: nn.Module, ir50: Any = None, landmark: Any = None,
 
 MODEL_META = ("num_classes", "dataset", "classes", "epoch", "best_acc")
 TRAINING_STATE = ("best_epoch", "optimizer", "scheduler")
+# The type of each entry of our files; "options" (the run's TrainOptions, for --resume) is
+# optional: files written before it was recorded lack it.
+ENTRY_TYPES: dict[str, type | tuple[type, ...]] = {
+    "state_dict": Mapping, "num_classes": int, "dataset": str, "classes": (list, tuple), "epoch": int,
+    "best_acc": (int, float), "best_epoch": int, "optimizer": Mapping, "scheduler": Mapping,
+    "options": (Mapping, type(None))}
 
 
 def _save_atomic(obj: dict[str, Any], path: Path) -> None:
-    """Write to a temporary file first, so a killed run leaves the previous file intact."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """Write to a temporary file in the same folder first, so a killed run leaves the previous
+    file intact (and a failed write removes its temporary file)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _model_entries(model: nn.Module, dataset: str, classes: list[str], epoch: int,
@@ -224,20 +331,38 @@ def save_model(path: Path, model: nn.Module, *, dataset: str, classes: list[str]
 
 def save_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                         scheduler: Any, *, dataset: str, classes: list[str], epoch: int,
-                        best_acc: float, best_epoch: int) -> None:
-    """The model, its metadata and the optimiser and schedule state (last.pt), for --resume."""
+                        best_acc: float, best_epoch: int, options: Mapping[str, Any] | None = None) -> None:
+    """The model, its metadata, the optimiser and schedule state and the run's options (last.pt),
+    for --resume."""
     _save_atomic({**_model_entries(model, dataset, classes, epoch, best_acc), "best_epoch": best_epoch,
-                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, path)
+                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                  "options": dict(options) if options is not None else None}, path)
 
 
-def load_training_state(path: Path) -> dict[str, Any]:
+def _check_entries(obj: Mapping[str, Any], path: Any, names: tuple[str, ...]) -> None:
+    """Each of `names` present in `obj` has its ENTRY_TYPES type; class names are strings."""
+    for name in names:
+        if name in obj and (not isinstance(obj[name], ENTRY_TYPES[name]) or isinstance(obj[name], bool)):
+            raise CheckpointError(f"{path}: entry {name!r} should be {ENTRY_TYPES[name]}, found "
+                                  f"{type(obj[name]).__name__}")
+    classes = obj.get("classes")
+    if classes is not None and not all(isinstance(c, str) for c in classes):
+        raise CheckpointError(f"{path}: entry 'classes' should hold class names, found {list(classes)[:8]}")
+
+
+def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
     """A training state written by save_training_state, checked for the entries --resume uses."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    missing = [k for k in ("state_dict", *MODEL_META, *TRAINING_STATE)
-               if not isinstance(obj, Mapping) or k not in obj]
+    obj = read_checkpoint(path)
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: not a training state written by poster-fast train (last.pt): "
+                              f"found {type(obj).__name__}")
+    missing = [k for k in ("state_dict", *MODEL_META, *TRAINING_STATE) if k not in obj]
     if missing:
+        hint = " (a best.pt holds the model only: resume from last.pt)" if "state_dict" in obj else ""
         raise CheckpointError(f"{path}: not a training state written by poster-fast train "
-                              f"(last.pt): missing {', '.join(missing)}")
+                              f"(last.pt): missing {', '.join(missing)}{hint}")
+    _check_entries(obj, path, tuple(ENTRY_TYPES))
+    _state_of(obj, str(path))
     return dict(obj)
 
 
@@ -247,13 +372,12 @@ def load_trained(path: str | os.PathLike, trusted: bool = False,
     has any: files written by `poster-fast train` do, the authors' files do not."""
     from .model import POSTERV2
 
-    if not Path(path).is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+    obj = read_checkpoint(path, trusted)
+    state, _ = _state_of(obj, str(path))
+    meta = {k: obj[k] for k in MODEL_META if k in obj} if isinstance(obj, Mapping) and "state_dict" in obj else {}
+    _check_entries(meta, path, MODEL_META)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        obj = None  # the authors' pickled training files: read_state_dict explains / unpickles
-    meta = {k: obj[k] for k in MODEL_META if k in obj} if isinstance(obj, dict) and "state_dict" in obj else {}
-    model = POSTERV2.from_checkpoint(obj if obj is not None else path, trusted=trusted,
-                                     attn_backend=attn_backend)
+        model = POSTERV2.from_checkpoint(state, attn_backend=attn_backend)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from None
     return model, meta

@@ -1,7 +1,8 @@
 """The errors a user can fix, each with a message that says what is wrong.
 
-Standard library only: the command line catches them (one line on stderr, exit status 2)
-without importing torch.
+Standard library only: the command line catches them without importing torch. UsageError,
+DataError and CheckpointError are found before the work starts (exit status 2); RunError stops
+work under way (exit status 3): training that diverged, an output that could not be written.
 """
 
 
@@ -15,3 +16,11 @@ class DataError(ValueError):
 
 class CheckpointError(ValueError):
     """A file or state dict that cannot be loaded into the model."""
+
+
+class RunError(RuntimeError):
+    """Work under way that could not finish: what was done, what was not, and why."""
+
+
+class NonFiniteError(RunError):
+    """A loss or model output that is NaN or infinite (training stops before saving it)."""

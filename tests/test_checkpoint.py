@@ -1,8 +1,10 @@
 """Loading the authors' checkpoint layouts, and the errors for files that do not fit."""
 from __future__ import annotations
 
+import functools
 import io
 import pickle
+import re
 
 import pytest
 import torch
@@ -131,9 +133,10 @@ def test_our_files_best_and_last(tmp_path):
     best = torch.load(tmp_path / "best.pt", weights_only=True)
     assert set(best) == {"state_dict", *MODEL_META} and best["num_classes"] == 2
     last = load_training_state(tmp_path / "last.pt")
-    assert set(last) == {"state_dict", *MODEL_META, *TRAINING_STATE} and last["best_epoch"] == 3
+    assert set(last) == {"state_dict", *MODEL_META, *TRAINING_STATE, "options"} and last["best_epoch"] == 3
     assert torch.equal(last["state_dict"]["weight"], net.weight)
-    with pytest.raises(CheckpointError, match="not a training state.*missing best_epoch, optimizer, scheduler"):
+    with pytest.raises(CheckpointError, match="not a training state.*missing best_epoch, optimizer, scheduler"
+                                              ".*a best.pt holds the model only: resume from last.pt"):
         load_training_state(tmp_path / "best.pt")
 
 
@@ -148,3 +151,106 @@ def test_load_trained_reads_the_metadata(tmp_path, source):
     assert torch.equal(model.VIT.head.linear.weight, source.VIT.head.linear.weight)
     with pytest.raises(CheckpointError, match="nope.pt does not exist"):
         load_trained(tmp_path / "nope.pt")
+
+
+# ----------------------------------------------------------------------------- files that are not checkpoints
+
+def bad_files(folder) -> dict[str, tuple[object, str]]:
+    """name -> (path, what the CheckpointError must say)."""
+    good = folder / "good.pt"
+    torch.save({"state_dict": {"a": torch.zeros(4000)}}, good)
+    data = good.read_bytes()
+    files = {
+        "tensor": (torch.zeros(3), "not a checkpoint: expected a state dict.*found Tensor"),
+        "empty": (b"", "the file is empty"),
+        "text": (b"epoch 3: accuracy 0.9\n" * 20, "not a PyTorch checkpoint"),
+        "random": (bytes(range(256)) * 40, "not a PyTorch checkpoint"),
+        "truncated": (data[: len(data) // 2], "damaged zip archive"),
+        "pickled_int": (pickle.dumps(5, protocol=2), "not a PyTorch checkpoint"),
+        "nan": ({"state_dict": {"w": torch.tensor([float("nan")])}}, None),
+    }
+    out = {}
+    for name, (content, message) in files.items():
+        path = folder / f"{name}.pt"
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            torch.save(content, path)
+        out[name] = (path, message)
+    (folder / "dir.pt").mkdir()
+    out["directory"] = (folder / "dir.pt", "is a folder, not a checkpoint file")
+    out["missing"] = (folder / "missing.pt", "does not exist")
+    return out
+
+
+model7 = functools.cache(lambda: POSTERV2(7))  # files that cannot be read leave it unchanged
+LOADERS = {
+    "load_checkpoint": lambda path: load_checkpoint(model7(), path),
+    "from_checkpoint": lambda path: POSTERV2.from_checkpoint(path),
+    "load_trained": lambda path: __import__("poster_fast.checkpoint").checkpoint.load_trained(path),
+    "load_training_state": lambda path: __import__("poster_fast.checkpoint").checkpoint.load_training_state(path),
+    "load_backbones": lambda path: load_backbones(model7(), ir50=path),
+    "trusted": lambda path: load_checkpoint(model7(), path, trusted=True),
+}
+BAD = ["tensor", "empty", "text", "random", "truncated", "pickled_int", "directory", "missing"]
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory):
+    return bad_files(tmp_path_factory.mktemp("bad"))
+
+
+@pytest.mark.parametrize("loader", list(LOADERS))
+@pytest.mark.parametrize("kind", BAD)
+def test_every_read_failure_is_a_checkpoint_error_naming_file_and_cause(bad, kind, loader):
+    path, message = bad[kind]
+    if kind == "tensor" and loader == "load_training_state":
+        message = "not a training state.*found Tensor"
+    with pytest.raises(CheckpointError) as info:
+        LOADERS[loader](path)
+    assert str(path) in str(info.value)
+    assert re.search(message, str(info.value)), str(info.value)
+
+
+def test_non_finite_weights_are_refused(bad):
+    path, _ = bad["nan"]
+    state = {k: v.clone() for k, v in model7().state_dict().items()}
+    state["VIT.head.linear.weight"][0, 0] = float("nan")
+    torch.save({"state_dict": state}, path)
+    for load in (lambda: load_checkpoint(model7(), path), lambda: LOADERS["load_trained"](path)):
+        with pytest.raises(CheckpointError, match=f"{path}: 1 tensors of the checkpoint hold NaN.*VIT.head.linear"):
+            load()
+
+
+@pytest.mark.parametrize("kind", ["tensor", "empty", "truncated", "directory"])
+def test_the_cli_reports_a_bad_checkpoint_in_one_line(bad, kind, tmp_path, capsys):
+    from PIL import Image
+
+    from poster_fast.commands.cli import main
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "x.png")
+    path, message = bad[kind]
+    if kind == "directory":
+        message = "--checkpoint .*: is a folder; expected a file"
+    assert main(["predict", str(tmp_path / "x.png"), "--checkpoint", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(message, err) and str(path) in err
+
+
+def test_bad_metadata_is_a_checkpoint_error(tmp_path, source):
+    from poster_fast.checkpoint import load_trained
+
+    path = tmp_path / "meta.pt"
+    torch.save({"state_dict": source.state_dict(), "classes": 7, "dataset": "rafdb"}, path)
+    with pytest.raises(CheckpointError, match="entry 'classes' should be"):
+        load_trained(path)
+
+
+def test_bad_arguments_of_the_model_api():
+    for value, error in (("7", TypeError), (0, ValueError), (True, TypeError), (7.0, TypeError)):
+        with pytest.raises(error, match="num_classes: expected an integer >= 1"):
+            POSTERV2(num_classes=value)
+    with pytest.raises(ValueError, match="attn_backend: expected one of auto, .*got 'bogus'"):
+        POSTERV2(attn_backend="bogus")
+    with pytest.raises(TypeError, match="num_classes"):
+        POSTERV2.from_checkpoint({}, num_classes="8")

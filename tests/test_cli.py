@@ -12,7 +12,7 @@ import types
 import pytest
 
 from poster_fast.commands import cli
-from poster_fast.errors import CheckpointError, DataError, UsageError
+from poster_fast.errors import CheckpointError, DataError, RunError, UsageError
 
 HEAVY = ("torch", "numpy", "PIL", "cv2", "matplotlib", "tqdm", "triton", "skimage")
 
@@ -75,8 +75,53 @@ def test_other_errors_propagate():
         cli.run_command("demo", types.SimpleNamespace(run=run), argparse.Namespace())
 
 
-@pytest.mark.parametrize("argv", [[], ["nope"], ["--nope", "predict"]])
-def test_usage_mistakes_exit_2(argv, capsys):
+@pytest.mark.parametrize("argv", [[], ["nope"], ["--nope", "predict"], ["predict"], ["budget", "--num-classes", "9"]])
+def test_usage_mistakes_exit_2_with_one_line(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(argv)
-    assert exc.value.code == 2 and "usage: poster-fast" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and err.startswith("poster-fast")
+    assert "error:" in err and "--help)" in err
+
+
+@pytest.mark.parametrize("error, status", [(RunError("an output could not be written"), 3),
+                                           (KeyboardInterrupt(), 130)])
+def test_run_errors_and_interrupts_have_their_own_status(error, status, capsys):
+    def run(args):
+        raise error
+    assert cli.run_command("demo", types.SimpleNamespace(run=run), argparse.Namespace()) == status
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("poster-fast demo: ")
+
+
+def test_version(capsys):
+    from poster_fast import __version__
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out == f"poster-fast {__version__}\n"
+
+
+def command_parser(name: str) -> argparse.ArgumentParser:
+    parser = cli.build_parser(name)
+    return next(a for a in parser._subparsers._group_actions if a.dest == "command").choices[name]
+
+
+@pytest.mark.parametrize("name", list(cli.COMMANDS))
+def test_every_option_has_help_and_its_default_and_the_epilog_lists_exit_statuses(name):
+    parser = command_parser(name)
+    text = parser.format_help()
+    for action in parser._actions:
+        assert action.help and action.help.strip(), f"{name} {action.option_strings or action.dest}: no help"
+        if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+            assert f"{action.default}" in text, (name, action.dest)
+    assert "exit status:" in text
+    for status, (_, users) in cli.EXIT_STATUS.items():
+        assert (f"\n  {status:>3}  " in text) == (name in users), (name, status)
+
+
+def test_attn_backend_choices_are_the_registered_backends():
+    from poster_fast import ops
+    from poster_fast.commands.options import ATTN_BACKENDS
+
+    assert ATTN_BACKENDS == ("auto", *ops.registered())

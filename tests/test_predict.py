@@ -149,3 +149,19 @@ def test_face_detector_both_cascades(opencv, monkeypatch):
     b = boxes[0]
     assert b.x < FACE_CENTRE[0] < b.x + b.w and b.y < FACE_CENTRE[1] < b.y + b.h
     assert detector(Image.fromarray(skdata.chelsea())) == []
+
+
+def test_class_names_precedence_through_the_loader(checkpoint, tmp_path, capsys):
+    """--classes, else --dataset's table, else the checkpoint's names, else its dataset's table."""
+    from poster_fast.inference.classifier import load_classifier
+
+    state = torch.load(checkpoint, weights_only=True)
+    named = tmp_path / "named.pt"
+    torch.save({**state, "classes": list("ABCDEFG")}, named)
+    unnamed = tmp_path / "unnamed.pt"
+    torch.save({k: v for k, v in state.items() if k != "classes"}, unnamed)
+    assert load_classifier(named).classes == list("ABCDEFG")
+    assert load_classifier(unnamed).classes == RAFDB
+    assert load_classifier(named, dataset="caers").classes == list(DATASETS["caers"].classes)
+    assert "trained on rafdb, labelling as caers" in capsys.readouterr().err
+    assert load_classifier(named, dataset="caers", classes=list("abcdefg")).classes == list("abcdefg")

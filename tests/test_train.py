@@ -46,7 +46,7 @@ def metrics(out: Path) -> list[dict[str, str]]:
     return list(csv.DictReader((out / "metrics.csv").open()))
 
 
-def test_train_resume_evaluate(data, tmp_path, capsys):
+def test_train_resume_evaluate(data, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     assert main(["train", "--data", str(data), "--out", str(out), "--epochs", "2", *TRAIN_ARGS]) == 0
     rows = metrics(out)
@@ -64,13 +64,16 @@ def test_train_resume_evaluate(data, tmp_path, capsys):
     assert set(summary["eval"]["per_class"]) == {"dark", "bright"}
     capsys.readouterr()
 
-    # Resume: epoch 3 continues from last.pt with its optimizer, schedule and history.
+    # Resume: epoch 3 continues from last.pt with its optimizer, schedule and history; a new
+    # --lr continues the schedule lr * gamma^(epoch - 1) from there.
+    new_lr = [a if a != "1e-3" else "5e-4" for a in TRAIN_ARGS]
     assert main(["train", "--data", str(data), "--out", str(out), "--epochs", "3", "--resume",
-                 "--max-steps", "1", *TRAIN_ARGS]) == 0
-    assert "resumed" in capsys.readouterr().out
+                 "--max-steps", "1", *new_lr]) == 0
+    log = capsys.readouterr().out
+    assert "resumed" in log and "resume: applying --epochs 3 (was 2); --lr 0.0005 (was 0.001) from epoch 3" in log
     resumed = metrics(out)
     assert [r["epoch"] for r in resumed] == ["1", "2", "3"] and resumed[:2] == rows
-    assert float(resumed[2]["lr"]) == pytest.approx(1e-3 * 0.98 ** 2)
+    assert float(resumed[2]["lr"]) == pytest.approx(5e-4 * 0.98 ** 2)
     assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 3
 
     # evaluate reproduces the accuracy logged for the best epoch.
@@ -85,13 +88,26 @@ def test_train_resume_evaluate(data, tmp_path, capsys):
     assert (tmp_path / "eval" / "confusion_valid.png").is_file()
     assert "mean class accuracy" in capsys.readouterr().out
 
+    # An output that cannot be written is named (status 3); the others are written.
+    import poster_fast.training.plots as plots
+
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(plots, "plot_confusion", no_space)
+    assert main(["evaluate", "--data", str(data), "--checkpoint", str(out / "best.pt"), "--workers", "0",
+                 "--image-size", "64", "--out", str(tmp_path / "eval2")]) == 3
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("poster-fast evaluate: error: 1 outputs could not be written")
+    assert "confusion_valid.png" in err and "No space left" in err
+    assert json.loads((tmp_path / "eval2" / "eval_valid.json").read_text())["top1"] == report["top1"]
+
 
 @pytest.mark.parametrize("case, message", [
     ("no_valid", "valid is missing: expected the ImageFolder layout"),
     ("empty_class", "class folder(s) with no images"),
     ("mismatch", "class folders differ"),
     ("zero_based", "do not match the rafdb label numbering"),
-    ("broken_image", "cannot read image"),
+    ("broken_image", "4 of the 8 image files in"),
 ])
 def test_bad_data_errors(tmp_path, capsys, case, message):
     root = make_folder(tmp_path / "d", {"train": 4, "valid": 2},
@@ -112,12 +128,12 @@ def test_bad_data_errors(tmp_path, capsys, case, message):
             f.write_bytes(b"truncated")
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert message in err and "error:" in err
+    assert message in err and err.startswith("poster-fast train: error:") and err.count("\n") == 1
 
 
 def test_evaluate_missing_checkpoint(data, tmp_path, capsys):
     assert main(["evaluate", "--data", str(data), "--checkpoint", str(tmp_path / "nope.pt")]) == 2
-    assert "nope.pt does not exist" in capsys.readouterr().err
+    assert "nope.pt: does not exist" in capsys.readouterr().err
 
 
 def test_sam_step_matches_definition():
@@ -170,3 +186,148 @@ def test_ddp_torchrun_gloo(data, tmp_path):
     assert summary["eval"]["samples"] == 4  # the shards cover the val set exactly once
     best = torch.load(out / "best.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in best["state_dict"])
+
+
+# ----------------------------------------------------------------------------- robustness
+
+def one_line_error(err: str, status_line: str) -> str:
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(status_line) and "Traceback" not in err, err
+    return last
+
+
+def test_divergence_stops_before_anything_is_saved(data, tmp_path, capsys):
+    """--lr 1e9: the first step is finite, the weights blow up, and the NaN validation loss
+    stops the run before best.pt or last.pt is written."""
+    out = tmp_path / "run"
+    args = [a if a != "1e-3" else "1e9" for a in TRAIN_ARGS]
+    assert main(["train", "--data", str(data), "--out", str(out), "--epochs", "2", "--max-steps", "1", *args]) == 3
+    last = one_line_error(capsys.readouterr().err, "poster-fast train: error: training stopped: the valid loss is nan")
+    assert "epoch 1 was not saved" in last
+    assert not (out / "best.pt").exists() and not (out / "last.pt").exists()
+
+
+def test_a_non_finite_loss_stops_before_the_weights_change():
+    from poster_fast.errors import NonFiniteError
+    from poster_fast.training.distributed import Dist
+    from poster_fast.training.steps import Optimisation, train_epoch
+
+    net = torch.nn.Linear(3, 2)
+    before = net.weight.detach().clone()
+    for name in ("adam", "sam-adam"):
+        opt = Optimisation.create(list(net.parameters()), name, 1e-2, 0.0, 0.05, 0.98)
+        x = torch.tensor([[1.0, 2.0, float("nan")]])
+        with pytest.raises(NonFiniteError, match="the loss is nan at epoch 1/1, step 1"):
+            train_epoch(net, [(x, torch.tensor([0]))], 1, opt, Dist(), False, "epoch 1/1")
+        assert torch.equal(net.weight, before)
+
+
+@pytest.fixture(scope="module")
+def last_pt(tmp_path_factory):
+    """A training state of 2 epochs on dark/bright with adam, as `train` writes it."""
+    from poster_fast import POSTERV2
+    from poster_fast.checkpoint import save_training_state
+    from poster_fast.training.options import TrainOptions
+
+    net = POSTERV2(2)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, 0.98)
+    path = tmp_path_factory.mktemp("resume") / "last.pt"
+    options = TrainOptions("data", "rafdb", classes=["dark", "bright"], optimizer="adam", lr=1e-3, epochs=2)
+    save_training_state(path, net, opt, sched, dataset="rafdb", classes=["dark", "bright"], epoch=2,
+                        best_acc=1.0, best_epoch=1, options=options.record())
+    save_model = __import__("poster_fast.checkpoint").checkpoint.save_model
+    save_model(path.with_name("best.pt"), net, dataset="rafdb", classes=["dark", "bright"], epoch=1, best_acc=1.0)
+    return path
+
+
+@pytest.mark.parametrize("change, message", [
+    (["--optimizer", "sam-adam"], "is a run with --optimizer adam; --optimizer sam-adam cannot continue it"),
+    (["--epochs", "2"], "has finished epoch 2 and --epochs is 2; give --epochs larger than 2"),
+    (["--classes", "a,b"], "is a rafdb run with classes ['dark', 'bright'], not rafdb with ['a', 'b']"),
+    (["--dataset", "caers"], "is a run with --dataset rafdb; --dataset caers cannot continue it"),
+    (["--best"], "a best.pt holds the model only: resume from last.pt"),
+])
+def test_resume_refuses_what_cannot_continue_the_run(data, last_pt, tmp_path, change, message, capsys):
+    resume = str(last_pt.with_name("best.pt") if change == ["--best"] else last_pt)
+    args = ["train", "--data", str(data), "--out", str(tmp_path / "o"), "--resume", resume, "--epochs", "3",
+            *TRAIN_ARGS]
+    if change != ["--best"]:
+        args += change
+    assert main(args) == 2
+    assert message in one_line_error(capsys.readouterr().err, "poster-fast train: error:")
+    assert not (tmp_path / "o" / "metrics.csv").exists()
+
+
+def test_resume_options_keep_the_runs_values_unless_given_again():
+    from poster_fast.errors import UsageError
+    from poster_fast.training.options import TrainOptions, describe_changes, resume_options
+
+    run = TrainOptions("d", "rafdb", gamma=0.9, lr=1e-4, batch_size=8, epochs=10, seed=3, workers=2).record()
+    now = TrainOptions("d2", "rafdb", lr=3e-4, epochs=20, workers=0).check()
+    resumed, changes = resume_options(now, run, 5, {"data", "dataset", "lr", "epochs", "workers"}, Path("x"))
+    assert (resumed.gamma, resumed.batch_size, resumed.seed) == (0.9, 8, 3)  # not given: the run's
+    assert (resumed.lr, resumed.epochs, resumed.workers, resumed.data) == (3e-4, 20, 0, "d2")
+    assert changes == {"epochs": (10, 20), "lr": (1e-4, 3e-4)}  # run-time options are not listed
+    assert describe_changes(changes) == "--epochs 20 (was 10); --lr 0.0003 (was 0.0001)"
+    _, every = resume_options(now, run, 5, None, Path("x"))  # None: every option is given
+    assert every["gamma"] == (0.9, 0.98) and every["batch_size"] == (8, 144)
+    with pytest.raises(UsageError, match="--optimizer adam cannot continue it"):
+        resume_options(TrainOptions("d", "rafdb", optimizer="adam", epochs=20), run, 5, None, Path("x"))
+
+
+def test_missing_matplotlib_keeps_every_other_output_and_stale_temps_are_removed(data, tmp_path, monkeypatch,
+                                                                               capsys):
+    """The library's train() (the command refuses earlier without its extra): the plots that
+    cannot be drawn are named in a RunError once every other output is written."""
+    from poster_fast.errors import RunError
+    from poster_fast.training.loop import train
+    from poster_fast.training.options import TrainOptions
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.pt.tmp").write_bytes(b"a killed save")
+    (out / "summary.json.0badc0de.tmp").write_text("{")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    opts = TrainOptions(str(data), "rafdb", out=str(out), classes=["dark", "bright"], batch_size=4, optimizer="adam",
+                        lr=1e-3, image_size=64, workers=0, device="cpu", epochs=1, max_steps=1)
+    with pytest.raises(RunError, match="training finished, but 2 outputs could not be written") as info:
+        train(opts)
+    assert "confusion_valid.png" in str(info.value) and "curves.png" in str(info.value)
+    captured = capsys.readouterr()
+    assert "matplotlib is not installed" in captured.err
+    assert "removed 2 temporary files a killed run left" in captured.out
+    for name in ("best.pt", "last.pt", "metrics.csv", "summary.json"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "summary.json").read_text())["best_epoch"] == 1
+    assert not list(out.glob("*.tmp"))
+
+
+def test_corrupt_images_are_found_before_the_first_epoch(tmp_path, capsys):
+    root = make_folder(tmp_path / "d", {"train": 4, "valid": 2}, folders=("1", "2"))
+    bad = root / "valid" / "2" / "0.png"
+    bad.write_bytes(bad.read_bytes()[:60])  # the header opens, the pixels do not
+    args = ["train", "--data", str(root), "--out", str(tmp_path / "o"), "--epochs", "1", "--workers", "2",
+            *(a for a in TRAIN_ARGS if a not in ("--workers", "0"))]
+    assert main(args) == 2
+    last = one_line_error(capsys.readouterr().err, "poster-fast train: error: 1 of the 4 image files in")
+    assert str(bad) in last and "truncated" in last
+    assert main([*args, "--test-split", "nope"]) == 2  # found before the images are checked
+    assert "nope is missing" in one_line_error(capsys.readouterr().err, "poster-fast train: error:")
+
+
+def test_worker_errors_are_one_line(tmp_path):
+    from poster_fast.data.images import load_image
+    from poster_fast.errors import DataError
+    from poster_fast.training.steps import batches
+
+    class Broken(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return torch.zeros(1) if i == 0 else load_image(tmp_path / "gone.png")
+    with pytest.raises(DataError) as info:
+        list(batches(torch.utils.data.DataLoader(Broken(), batch_size=1, num_workers=1)))
+    assert str(info.value) == f"cannot read image {tmp_path / 'gone.png'}: [Errno 2] No such file or directory: " \
+                              f"'{tmp_path / 'gone.png'}'"

@@ -8,6 +8,7 @@ standard library is imported here: torch and the kernels load when the command r
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import threading
@@ -17,6 +18,7 @@ from typing import Any, Callable, Iterator
 
 from ..benchmarking.config import BASELINES, DTYPE_NAMES, LEVELS, SECTIONS, Config
 from ..errors import UsageError
+from ..files import check_output_file
 
 HELP = "time the W-MCSA backends and the model against the reference"
 DESCRIPTION = ("Budget, W-MCSA op and model tables (GPU if present, else CPU; random weights). "
@@ -29,8 +31,8 @@ def _csv(kind: Callable[[str], Any], choices: tuple | None = None) -> Callable[[
         items = [kind(s.strip()) for s in text.split(",") if s.strip()]
         bad = [i for i in items if choices is not None and i not in choices]
         if not items or bad:
-            raise argparse.ArgumentTypeError(
-                f"expected a comma-separated list from {', '.join(map(str, choices))}, got {text!r}")
+            among = f" from {', '.join(map(str, choices))}" if choices is not None else ""
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list{among}, got {text!r}")
         return list(dict.fromkeys(items))
     return parse
 
@@ -41,7 +43,7 @@ def _at_least(kind: Callable[[str], float], low: float, what: str) -> Callable[[
             value = kind(text)
         except ValueError:
             value = None
-        if value is None or value < low:
+        if value is None or not math.isfinite(value) or value < low:
             raise argparse.ArgumentTypeError(f"expected {what} >= {low:g}, got {text!r}")
         return value
     return parse
@@ -51,6 +53,9 @@ _positive, _nonnegative = _at_least(int, 1, "an integer"), _at_least(int, 0, "an
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (DESCRIPTION + "\nDefaults: on CUDA batch 144, fp32,bf16, 5/20 op and 3/10 model "
+                          "warm-up/timed calls; on CPU batch 8 (model 2), fp32, 1/5 and 1/3; --quick: op "
+                          "batch 16 / 2 (CUDA / CPU), model batch 16 / 1, 2/5 and 1/3 (CUDA), 1/2 and 1/1 (CPU).")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and few repeats (under a minute on a 2-core CPU)")
     parser.add_argument("--batch", type=_positive, help="op batch, and model batch unless --model-batch "
@@ -79,6 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Resolve the options, run the bench; 0 when it ran to its end, 2 for a bad option,
     130 when interrupted."""
+    if args.json is not None:
+        check_output_file("--json", args.json)
     cfg = resolve(args)
     if isinstance(cfg, str):
         raise UsageError(cfg)

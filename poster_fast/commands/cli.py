@@ -4,7 +4,8 @@ A command is a module `poster_fast.commands.<name>` with `add_arguments(parser)`
 `run(args) -> int` (the exit status). At module level it imports only the standard library
 and light poster_fast modules (no torch, numpy, PIL, ...): `poster-fast --help` imports no
 command module, and `poster-fast NAME ...` imports only NAME's. Every command runs through
-`run_command`: a usage, data or checkpoint error becomes one line on stderr and exit status 2.
+`run_command`, and every mistake is answered with one line on stderr (`Parser.error` for the
+command line itself); EXIT_STATUS lists what each exit status means.
 """
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ import argparse
 import importlib
 import sys
 from types import ModuleType
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from .. import __version__
-from ..errors import CheckpointError, DataError, UsageError
+from ..errors import CheckpointError, DataError, RunError, UsageError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -28,28 +29,77 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 DESCRIPTION = "POSTER V2 facial expression recognition with fused W-MCSA kernels."
 USER_ERRORS = (UsageError, DataError, CheckpointError)
-USAGE_EXIT = 2
+USAGE_EXIT, FAILED_EXIT, INTERRUPTED_EXIT = 2, 3, 130
+# status -> (meaning, the commands that use it)
+EXIT_STATUS: dict[int, tuple[str, tuple[str, ...]]] = {
+    0: ("done", tuple(COMMANDS)),
+    1: ("no face was classified (every input had an error)", ("predict",)),
+    USAGE_EXIT: ("a usage, data or checkpoint error: one line on stderr says what to fix\n"
+                 "       (checked before the work starts)", tuple(COMMANDS)),
+    FAILED_EXIT: ("stopped part-way, said in one line: a non-finite training loss, or an output\n"
+                  "       that could not be written (the others were)", ("predict", "train", "evaluate")),
+    INTERRUPTED_EXIT: ("interrupted (Ctrl-C, SIGINT)", tuple(COMMANDS)),
+}
+
+
+def exit_status_text(command: str | None = None) -> str:
+    """The exit statuses of `command` (all of them for None), for --help epilogs and the README."""
+    rows = [(code, text) for code, (text, users) in EXIT_STATUS.items() if command is None or command in users]
+    return "exit status:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in rows)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions and epilogs as written; every option's default appended to its help, unless
+    it has none (None, False) or the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text.lower() \
+                or not action.option_strings:
+            return text
+        return text + " (default: %(default)s)"
+
+
+def one_line(text: str) -> str:
+    """`text` with line breaks and other unprintable characters escaped (a user's value may
+    hold them), so that an error is one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line: what is wrong, and where the help is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_EXIT, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser with every command listed; only `command`'s module is imported, for its options."""
-    parser = argparse.ArgumentParser(prog="poster-fast", description=DESCRIPTION)
+    parser = Parser(prog="poster-fast", description=DESCRIPTION, formatter_class=HelpFormatter,
+                    epilog=exit_status_text())
     parser.add_argument("--version", action="version", version=f"poster-fast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (path, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter,
+                           epilog=exit_status_text(name))
         if name == command:
             importlib.import_module(path).add_arguments(p)
     return parser
 
 
 def run_command(name: str, module: ModuleType, args: argparse.Namespace) -> int:
-    """module.run(args); the errors a user can fix print one line and return USAGE_EXIT."""
+    """module.run(args); every error a user can act on prints one line and returns its status."""
     try:
         return int(module.run(args))
     except USER_ERRORS as err:
-        print(f"poster-fast {name}: error: {err}", file=sys.stderr)
+        print(f"poster-fast {name}: error: {one_line(str(err))}", file=sys.stderr)
         return USAGE_EXIT
+    except RunError as err:
+        print(f"poster-fast {name}: error: {one_line(str(err))}", file=sys.stderr)
+        return FAILED_EXIT
+    except KeyboardInterrupt:
+        print(f"poster-fast {name}: interrupted", file=sys.stderr)
+        return INTERRUPTED_EXIT
 
 
 def main(argv: Sequence[str] | None = None) -> int:

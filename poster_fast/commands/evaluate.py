@@ -3,29 +3,53 @@ checkpoint on DATA/<split>."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+from ..checks import BATCH_SIZE
 from ..data.labels import DATASETS
+from ..errors import RunError, UsageError
 from ..extras import require
-from .options import add_data_options, add_inference_options, add_model_options, dataset_tables
+from ..files import check_input, check_output_dir
+from .options import (add_data_options, add_inference_options, add_model_options, check_model_options,
+                      dataset_tables, number)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.description = "Evaluate a checkpoint on DATA/<split>/<class>/*.\n" + dataset_tables()
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--dataset", choices=list(DATASETS), help="default: the checkpoint's")
-    p.add_argument("--split", default="valid")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.description = ("Evaluate a checkpoint on DATA/<split>/<class>/*.\n" + dataset_tables() +
+                     "\nThe class names: --classes, else --dataset's table, else the names the checkpoint "
+                     "records, else the table of the dataset it records; the class folders must follow "
+                     "the numbering of the dataset the names come from.")
+    p.add_argument("--checkpoint", required=True, help="a best.pt of poster-fast train, or the authors' file")
+    p.add_argument("--dataset", choices=list(DATASETS), help="name the classes by this dataset (default: the checkpoint's)")
+    p.add_argument("--split", default="valid", help="the folder under DATA to evaluate")
+    p.add_argument("--batch-size", type=number(BATCH_SIZE), default=64, help="images per forward pass")
     p.add_argument("--out", help="write eval_<split>.json and confusion_<split>.png here")
     add_data_options(p, amp=False)
     add_model_options(p)
     add_inference_options(p)
 
 
+def check(args: argparse.Namespace) -> Path | None:
+    """Every option that cannot be used, before any work; returns the --out folder, created."""
+    check_input("--checkpoint", args.checkpoint)
+    check_input("--data", args.data, folder=True)
+    if args.split in ("", ".", "..") or "/" in args.split or os.sep in args.split:
+        raise UsageError(f"--split {args.split!r}: expected the name of a folder in --data")
+    out = None
+    if args.out:
+        out = check_output_dir("--out", args.out)
+        for name in (f"eval_{args.split}.json", f"confusion_{args.split}.png"):
+            if (out / name).is_dir():
+                raise UsageError(f"--out {out}: {name} there is a folder; evaluate writes a file of that name")
+    check_model_options(args)
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     require("train")
+    out = check(args)
     from ..data.datasets import ImageFolder, split_dir
     from ..data.transforms import ToNormalizedTensor
     from ..inference.classifier import load_classifier
@@ -35,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.steps import eval_loader, evaluate_model
 
     folder = ImageFolder(split_dir(args.data, args.split), ToNormalizedTensor(args.image_size))
+    folder.check_images(decode=False)
     classifier = load_classifier(args.checkpoint, trusted=args.trusted, attn_backend=args.attn_backend,
                                  device=args.device, dataset=args.dataset, classes=args.classes,
                                  folders=folder.folders, precision=args.precision, compile=args.compile)
@@ -44,11 +69,20 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_model(classifier.model, loader, len(classifier.classes), d, amp=False, progress=True)
     print(f"{args.checkpoint} on {folder.root}, precision {classifier.precision.name}:\n"
           f"{result.report(classifier.classes)}")
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / f"eval_{args.split}.json", {**result.as_dict(classifier.classes), **classifier.run_info})
-        plot_confusion(result, classifier.classes, out / f"confusion_{args.split}.png",
-                       f"{args.dataset or classifier.recorded.get('dataset', '')} {args.split}")
-        print(f"wrote {out}/eval_{args.split}.json, confusion_{args.split}.png")
+    if out is None:
+        return 0
+    title = f"{args.dataset or classifier.recorded.get('dataset', '')} {args.split}"
+    written, failed = [], []
+    for name, write in ((f"eval_{args.split}.json", lambda p: write_json(p, {**result.as_dict(classifier.classes), **classifier.run_info})),
+                        (f"confusion_{args.split}.png",
+                         lambda p: plot_confusion(result, classifier.classes, p, title))):
+        try:
+            write(out / name)
+            written.append(name)
+        except (OSError, ImportError) as err:
+            failed.append(f"{out / name} ({err})")
+    if written:
+        print(f"wrote {out}/{', '.join(written)}", file=sys.stderr if failed else sys.stdout)
+    if failed:
+        raise RunError(f"{len(failed)} outputs could not be written: {'; '.join(failed)}")
     return 0

@@ -5,17 +5,19 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..checks import BATCH_SIZE, CROP_MARGIN, IMAGE_SIZE
 from ..data.labels import DATASETS
-from ..errors import UsageError
+from ..errors import RunError, UsageError
 from ..extras import require
-from .options import add_inference_options, add_model_options, comma_list, dataset_tables
+from ..files import check_input, check_output_dir, check_output_file
+from .options import add_inference_options, add_model_options, check_model_options, comma_list, dataset_tables, number
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.description = ("Find faces, crop them and classify their expression.\n\nClass names per dataset "
                      "(model output index: official label = name):\n" + dataset_tables() +
-                     "\nExit status: 0 if any face was classified, 1 if none, 2 on a usage error.")
+                     "\nThe names of the outputs: --classes, else --dataset's table, else the names the "
+                     "checkpoint records, else the table of the dataset it records.")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (recursive)")
     p.add_argument("--checkpoint", help="trained POSTER V2 checkpoint (.pt/.pth)")
     p.add_argument("--dataset", choices=list(DATASETS),
@@ -23,33 +25,54 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", type=comma_list,
                    help="comma-separated class names in model output order (overrides all)")
     p.add_argument("--no-detect", action="store_true", help="inputs are already face crops (e.g. RAF-DB aligned)")
-    p.add_argument("--margin", type=float, default=0.2, help="crop margin per side, fraction of the face box")
-    p.add_argument("--image-size", type=int, default=224, help="crop size fed to the model")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--margin", type=number(CROP_MARGIN), default=0.2,
+                   help="crop margin per side, fraction of the face box")
+    p.add_argument("--image-size", type=number(IMAGE_SIZE), default=224,
+                   help="crop size fed to the model")
+    p.add_argument("--batch-size", type=number(BATCH_SIZE), default=32,
+                   help="face crops per forward pass")
     add_model_options(p)
     add_inference_options(p)
     p.add_argument("--json", nargs="?", const="-", metavar="FILE", help="write JSON to FILE (or stdout)")
     p.add_argument("--csv", nargs="?", const="-", metavar="FILE", help="write CSV to FILE (or stdout)")
-    p.add_argument("--annotate", metavar="DIR", help="write each photo with boxes and labels to DIR")
+    p.add_argument("--annotate", metavar="DIR",
+                   help="write each photo with boxes and labels to DIR/<name>.png (never over an input file)")
     p.add_argument("--allow-random", action="store_true", help="run without a checkpoint (smoke tests)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def validate(args: argparse.Namespace) -> None:
-    """Every option that cannot be used, before any work."""
+def check(args: argparse.Namespace) -> list[Path]:
+    """Every option that cannot be used, before any work; creates the output folders. Returns
+    the input files (which no output may overwrite)."""
+    from ..inference.photos import collect_inputs
+
     if not args.checkpoint and not args.allow_random:
         raise UsageError("--checkpoint is required: an untrained model gives meaningless labels "
                          "(--allow-random runs one anyway, for smoke tests)")
+    if args.checkpoint:
+        check_input("--checkpoint", args.checkpoint)
+    if args.json == args.csv == "-":
+        raise UsageError("--json and --csv cannot both write to stdout: give one of them a FILE")
+    if args.json and args.csv and args.json != "-" and Path(args.json).resolve() == Path(args.csv).resolve():
+        raise UsageError(f"--json and --csv name the same file {args.json}")
+    inputs = [Path(p) for p, error in collect_inputs(args.inputs) if error is None]
+    if args.annotate:
+        check_output_dir("--annotate", args.annotate)
+    for option, dest in (("--json", args.json), ("--csv", args.csv)):
+        if dest and dest != "-":
+            check_output_file(option, dest, protected=inputs)
+    check_model_options(args)
+    return inputs
 
 
 def run(args: argparse.Namespace) -> int:
     require("predict")
+    inputs = check(args)
     from ..faces import FaceDetector
     from ..inference.classifier import load_classifier, random_classifier
     from ..inference.outputs import Annotator, write_outputs
     from ..inference.photos import predict_photos
 
-    validate(args)
     model_options = {"attn_backend": args.attn_backend, "device": args.device, "dataset": args.dataset,
                      "classes": args.classes, "precision": args.precision, "compile": args.compile}
     if args.checkpoint:
@@ -58,12 +81,17 @@ def run(args: argparse.Namespace) -> int:
         print("warning: no --checkpoint: random weights, the labels mean nothing", file=sys.stderr)
         classifier = random_classifier(**model_options)
     print(classifier.describe(), file=sys.stderr)
+    reserved = inputs + [Path(d) for d in (args.json, args.csv) if d and d != "-"]
+    annotator = Annotator(Path(args.annotate), reserved) if args.annotate else None
     results = predict_photos(
         args.inputs, classifier, None if args.no_detect else FaceDetector(), image_size=args.image_size,
-        margin=args.margin, batch_size=args.batch_size,
-        on_classified=Annotator(Path(args.annotate)) if args.annotate else None, progress=not args.quiet)
-    write_outputs(results, classifier.classes, args.checkpoint, args.json, args.csv, classifier.run_info)
-    n_faces = sum(len(r.faces) for r in results)
+        margin=args.margin, batch_size=args.batch_size, on_classified=annotator, progress=not args.quiet)
+    failed = write_outputs(results, classifier.classes, args.checkpoint, args.json, args.csv, classifier.run_info)
+    failed += annotator.failed if annotator else []
+    n_faces = sum(r.classified for r in results)
     n_err = sum(r.error is not None for r in results)
-    print(f"{len(results)} images, {n_faces} faces classified, {n_err} with errors", file=sys.stderr)
+    wrote = f"; {annotator.written} annotated photos in {args.annotate}" if annotator else ""
+    print(f"{len(results)} images, {n_faces} faces classified, {n_err} with errors{wrote}", file=sys.stderr)
+    if failed:
+        raise RunError(f"{len(failed)} outputs could not be written (the others were): {'; '.join(failed)}")
     return 0 if n_faces else 1

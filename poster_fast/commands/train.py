@@ -6,52 +6,80 @@ from dataclasses import fields
 
 from ..data.labels import DATASETS
 from ..extras import require
-from ..training.options import OPTIMIZERS, SAMPLERS, TrainOptions
-from .options import add_data_options, add_model_options, dataset_tables
+from ..files import check_output_dir
+from ..training.options import LIMITS, OPTIMIZERS, SAMPLERS, TrainOptions
+from .options import (add_data_options, add_model_options, check_input_options, check_model_options, dataset_tables,
+                      number)
+
+RESUME_NOTE = ("--resume continues OUT/last.pt (or the file given): options not given again keep the "
+               "run's values; given again with another value, --dataset, --optimizer and the class names "
+               "are refused, --epochs must exceed the epochs done, and the others (--lr, --gamma, "
+               "--weight-decay, --rho, --batch-size, --image-size, --sampler, --seed, --val-split, "
+               "--test-split) apply from the next epoch and are logged (a new --lr or --gamma continues "
+               "the schedule lr * gamma^epoch at the epoch reached); --ir50/--landmark are ignored.\n")
+
+
+def recipe(name: str) -> str:
+    """The help suffix of an option whose default is TrainOptions' (or the run's, on --resume)."""
+    return f" (default: {getattr(TrainOptions, name)}; --resume: the run's)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.description = (
         "Train with the paper's recipe: SAM(rho 0.05) around Adam, ExponentialLR(0.98) per epoch, "
         "200 epochs, batch 144, flip + RandomErasing.\nLayout: DATA/train/<class>/*.jpg, "
         "DATA/valid/<class>/*.jpg, class folders named by the official labels:\n" + dataset_tables() +
-        "\nSeveral GPUs: torchrun --nproc_per_node N -m poster_fast train ...")
+        "\nSeveral GPUs: torchrun --nproc_per_node N -m poster_fast train ...\n" + RESUME_NOTE)
     p.add_argument("--dataset", required=True, choices=list(DATASETS), help="picks the recipe and class names")
-    add_data_options(p)
+    add_data_options(p, resumable=True)
     add_model_options(p)
-    p.add_argument("--out", help="output folder (default runs/<dataset>)")
-    p.add_argument("--epochs", type=int, default=TrainOptions.epochs)
-    p.add_argument("--batch-size", type=int, default=TrainOptions.batch_size, help="global batch, split across processes")
-    p.add_argument("--lr", type=float, help="default per dataset: " +
-                   ", ".join(f"{k} {v.lr:g}" for k, v in DATASETS.items()))
-    p.add_argument("--weight-decay", type=float, default=TrainOptions.weight_decay)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=TrainOptions.optimizer)
-    p.add_argument("--rho", type=float, default=TrainOptions.rho, help="SAM neighbourhood size")
-    p.add_argument("--gamma", type=float, default=TrainOptions.gamma, help="ExponentialLR factor per epoch")
+    p.add_argument("--out", help="output folder (default: runs/<dataset>)")
+    p.add_argument("--epochs", type=number(LIMITS["epochs"]), help="total epochs" + recipe("epochs"))
+    p.add_argument("--batch-size", type=number(LIMITS["batch_size"]),
+                   help="global batch, split across processes" + recipe("batch_size"))
+    p.add_argument("--lr", type=number(LIMITS["lr"]), help="learning rate at epoch 1 (default per dataset: " +
+                   ", ".join(f"{k} {v.lr:g}" for k, v in DATASETS.items()) + "; --resume: the run's)")
+    p.add_argument("--weight-decay", type=number(LIMITS["weight_decay"]),
+                   help="decoupled (adamw) or L2 (adam) weight decay" + recipe("weight_decay"))
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help="sam-*: SAM around the base optimiser" +
+                   recipe("optimizer"))
+    p.add_argument("--rho", type=number(LIMITS["rho"]), help="SAM neighbourhood size" + recipe("rho"))
+    p.add_argument("--gamma", type=number(LIMITS["gamma"]), help="ExponentialLR factor per epoch" + recipe("gamma"))
     p.add_argument("--plain", action="store_true",
                    help="train the unmodified model (default: poster_fast.optimize's checkpoint-neutral "
                         "speed-ups: SDPA in the ViT, channels-last, strided-slice shortcuts)")
-    p.add_argument("--sampler", choices=SAMPLERS, default=TrainOptions.sampler,
-                   help="auto: class-balanced for affectnet7/8 (as the authors), shuffled otherwise")
-    p.add_argument("--val-split", default=TrainOptions.val_split, help="folder under DATA evaluated every epoch")
+    p.add_argument("--sampler", choices=SAMPLERS,
+                   help="auto: class-balanced for affectnet7/8 (as the authors), shuffled otherwise" +
+                        recipe("sampler"))
+    p.add_argument("--val-split", help="folder under DATA evaluated every epoch" + recipe("val_split"))
     p.add_argument("--test-split", help="held-out folder for the final evaluation "
                                         "(default: test if DATA/test exists, else the val split)")
     p.add_argument("--ir50", help="the authors' pretrained ir50.pth")
     p.add_argument("--landmark", help="the authors' mobilefacenet_model_best.pth.tar")
     p.add_argument("--resume", nargs="?", const="auto", metavar="LAST_PT",
-                   help="continue from OUT/last.pt (or the file given)")
-    p.add_argument("--max-steps", type=int, help="at most this many steps per epoch (smoke tests)")
-    p.add_argument("--seed", type=int, default=TrainOptions.seed)
+                   help="continue from OUT/last.pt (or the file given); see above for the options")
+    p.add_argument("--max-steps", type=number(LIMITS["max_steps"]),
+                   help="at most this many steps per epoch (smoke tests)")
+    p.add_argument("--seed", type=number(LIMITS["seed"]), help="random seed" + recipe("seed"))
 
 
-def options(args: argparse.Namespace) -> TrainOptions:
-    return TrainOptions(**{f.name: getattr(args, f.name) for f in fields(TrainOptions)})
+def options(args: argparse.Namespace) -> tuple[TrainOptions, set[str]]:
+    """The TrainOptions of the command line, and the names of the options it gave (the others,
+    None here, are TrainOptions' defaults, or on --resume the run's)."""
+    given = {f.name: getattr(args, f.name) for f in fields(TrainOptions) if getattr(args, f.name) is not None}
+    return TrainOptions(**given), set(given)
 
 
 def run(args: argparse.Namespace) -> int:
     require("train")
+    opts, given = options(args)
+    opts = opts.check()
+    check_input_options(args, files=("ir50", "landmark"), folders=("data",))
+    if opts.resume and opts.resume != "auto":
+        check_input_options(args, files=("resume",))
+    check_output_dir("--out", opts.out_dir)
+    check_model_options(args)
     from ..training.loop import train
 
-    train(options(args))
+    train(opts, given)
     return 0

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from ..errors import DataError
-from .images import IMAGE_EXTENSIONS, iter_images, load_image
+from .images import IMAGE_EXTENSIONS, check_images, iter_images, load_image
 
 
 class ImageFolder(torch.utils.data.Dataset):
@@ -37,6 +37,16 @@ class ImageFolder(torch.utils.data.Dataset):
                             f"in {self.root}: {', '.join(empty)}")
         self.targets = [t for _, t in self.samples]
 
+    def check_images(self, decode: bool = False) -> None:
+        """DataError listing the image files that do not open (`decode`: whose pixels cannot be
+        read either), before any of them is loaded for training or evaluation."""
+        bad = check_images([p for p, _ in self.samples], decode)
+        if bad:
+            shown = "; ".join(f"{p} ({why})" for p, why in bad[:5])
+            more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+            raise DataError(f"{len(bad)} of the {len(self.samples)} image files in {self.root} cannot be "
+                            f"read: {shown}{more}")
+
     def __len__(self) -> int:
         return len(self.samples)
 
@@ -51,7 +61,11 @@ def split_dir(data: str | os.PathLike, split: str) -> Path:
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist")
     path = root / split
-    if not path.is_dir():
+    try:
+        missing = not path.is_dir()
+    except OSError as err:
+        raise DataError(f"{path}: {err.strerror or err}") from None
+    if missing:
         found = sorted(p.name for p in root.iterdir() if p.is_dir())
         raise DataError(
             f"{path} is missing: expected the ImageFolder layout {root}/train/<class>/<image> "

@@ -3,6 +3,7 @@ them as 8-bit RGB with PIL."""
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -15,12 +16,40 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 
 
 def iter_images(folder: Path) -> Iterator[Path]:
-    """Image files under `folder`, recursively, in sorted order; hidden files are skipped."""
+    """Image files under `folder`, recursively, in sorted order. Hidden files and folders are
+    skipped; links are followed, to files and folders anywhere, but a folder already visited
+    (a link loop, or two links to one folder) is not walked again."""
+    seen: set[tuple[int, int]] = set()
     for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs.sort()
+        st = os.stat(root)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs.clear()
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
                 yield Path(root) / name
+
+
+def check_image(path: str | os.PathLike, decode: bool) -> str | None:
+    """Why `path` cannot be used as an image (None when it can): its header is read, and with
+    `decode` its pixels too (JPEGs at a reduced scale, which still reads every byte)."""
+    try:
+        with Image.open(path) as img:
+            if decode:
+                img.draft(None, (64, 64))
+                img.load()
+    except Exception as err:  # PIL raises many types (UnidentifiedImageError, OSError, ...)
+        return f"{type(err).__name__}: {err}" if not str(err) else str(err)
+    return None
+
+
+def check_images(paths: list[str], decode: bool, threads: int = 8) -> list[tuple[str, str]]:
+    """(path, problem) for each file of `paths` that check_image refuses."""
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(paths)))) as pool:
+        problems = pool.map(lambda p: check_image(p, decode), paths, chunksize=64)
+        return [(p, why) for p, why in zip(paths, problems) if why is not None]
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:

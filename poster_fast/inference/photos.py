@@ -1,15 +1,20 @@
 """Photos -> faces -> class probabilities: every face of every photo is cropped, and the crops
-of consecutive photos are classified together in batches."""
+of consecutive photos are classified together in batches.
+
+Memory is bounded by the batch of face crops: a decoded photo is dropped as soon as its faces
+are cropped (whoever needs it later, such as outputs.Annotator, reads the file again)."""
 from __future__ import annotations
 
+import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from PIL import Image
 
+from ..checks import BATCH_SIZE, CROP_MARGIN, IMAGE_SIZE
 from ..data.images import IMAGE_EXTENSIONS, iter_images, load_image
 from ..data.transforms import ToNormalizedTensor
 from ..errors import DataError
@@ -20,9 +25,9 @@ from .classifier import Classifier
 @dataclass
 class Face:
     box: Box
-    label: str = ""
-    score: float = 0.0
-    probs: dict[str, float] = field(default_factory=dict)
+    label: str | None = None  # None until classified, or when the model output is not finite
+    score: float | None = None
+    probs: dict[str, float] | None = None
 
 
 @dataclass
@@ -31,23 +36,41 @@ class PhotoResult:
     faces: list[Face] = field(default_factory=list)
     error: str | None = None
 
+    @property
+    def classified(self) -> int:
+        return sum(f.label is not None for f in self.faces)
 
-# Called with each photo (and its decoded image) once all its faces are classified.
-OnClassified = Callable[[PhotoResult, Image.Image], None]
+
+# Called with each photo once all its faces are classified.
+OnClassified = Callable[[PhotoResult], None]
 
 
-def collect_inputs(inputs: Sequence[str]) -> list[tuple[str, str | None]]:
-    """(path, error) per image: folders are searched recursively for image files."""
+def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, str | None]]:
+    """(path, error) per image: folders are searched recursively for image files (iter_images);
+    a file reached twice (named twice, or through a link) is listed once."""
     out: list[tuple[str, str | None]] = []
-    for item in inputs:
+    seen: set[str] = set()
+    for item in map(str, inputs):
         path = Path(item)
-        if path.is_dir():
-            found = [(str(p), None) for p in iter_images(path)]
-            out += found or [(item, f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder")]
-        elif path.is_file():
-            out.append((item, None))
-        else:
-            out.append((item, "no such file or folder"))
+        try:
+            if path.is_dir():
+                found = [str(p) for p in iter_images(path)]
+                if not found:
+                    out.append((item, f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder"))
+            elif path.is_file():
+                found = [item]
+            else:
+                broken = path.is_symlink()
+                out.append((item, "a link to nothing (broken symbolic link)" if broken else "no such file or folder"))
+                continue
+        except OSError as err:
+            out.append((item, f"cannot be read: {err.strerror or err}"))
+            continue
+        for name in found:
+            real = os.path.realpath(name)
+            if real not in seen:
+                seen.add(real)
+                out.append((name, None))
     return out
 
 
@@ -55,24 +78,31 @@ class FaceBatches:
     """Face crops waiting to be classified; a photo is done once all its faces are."""
 
     def __init__(self, classifier: Classifier, batch_size: int) -> None:
-        self.classifier, self.batch_size = classifier, batch_size
-        self.crops: list[tuple[Face, torch.Tensor]] = []
-        self.photos: list[tuple[PhotoResult, Image.Image | None]] = []
+        self.classifier = classifier
+        self.batch_size = BATCH_SIZE.check("batch_size", batch_size)
+        self.crops: list[tuple[PhotoResult, Face, torch.Tensor]] = []
+        self.photos: list[PhotoResult] = []
 
-    def add(self, photo: PhotoResult, image: Image.Image | None,
-            crops: list[tuple[Face, torch.Tensor]]) -> list[tuple[PhotoResult, Image.Image | None]]:
+    def add(self, photo: PhotoResult, crops: list[tuple[Face, torch.Tensor]]) -> list[PhotoResult]:
         """Queue a photo's crops; returns the photos done (all of them once a batch is full)."""
-        self.crops += crops
-        self.photos.append((photo, image))
+        self.crops += [(photo, face, t) for face, t in crops]
+        self.photos.append(photo)
         return self.flush() if len(self.crops) >= self.batch_size else []
 
-    def flush(self) -> list[tuple[PhotoResult, Image.Image | None]]:
-        """Classify every queued crop; returns the photos done, in input order."""
+    def flush(self) -> list[PhotoResult]:
+        """Classify every queued crop; returns the photos done, in input order. A face whose
+        probabilities are not finite gets no label, and its photo an error saying so."""
         names = self.classifier.classes
         for i in range(0, len(self.crops), self.batch_size):
             chunk = self.crops[i:i + self.batch_size]
-            probs = self.classifier.probabilities(torch.stack([t for _, t in chunk]))
-            for (face, _), p in zip(chunk, probs):
+            probs = self.classifier.probabilities(torch.stack([t for _, _, t in chunk]))
+            for (photo, face, _), p in zip(chunk, probs):
+                if not bool(torch.isfinite(p).all()):
+                    bad = next(float(v) for v in p if not math.isfinite(float(v)))
+                    note = (f"face {photo.faces.index(face)}: the model output is not finite ({bad}); "
+                            "the checkpoint or the precision cannot be used")
+                    photo.error = f"{photo.error}; {note}" if photo.error else note
+                    continue
                 k = int(p.argmax())
                 face.label, face.score = names[k], float(p[k])
                 face.probs = {n: round(float(v), 6) for n, v in zip(names, p)}
@@ -81,14 +111,14 @@ class FaceBatches:
 
 
 def face_crops(photo: PhotoResult, detector: FaceDetector | None, margin: float,
-               to_tensor: ToNormalizedTensor) -> tuple[Image.Image | None, list[tuple[Face, torch.Tensor]]]:
+               to_tensor: ToNormalizedTensor) -> list[tuple[Face, torch.Tensor]]:
     """Read the photo and crop its faces (the whole image without a detector); records the faces
-    found, or the error, in `photo`."""
+    found, or the error, in `photo`. The decoded photo is not kept."""
     try:
         img = load_image(photo.file)
     except DataError as err:
         photo.error = str(err)
-        return None, []
+        return []
     boxes = [Box(0, 0, img.width, img.height)] if detector is None else detector(img)
     if not boxes:
         photo.error = f"no face found by the {detector.name} detector (aligned crops: --no-detect)"
@@ -97,16 +127,19 @@ def face_crops(photo: PhotoResult, detector: FaceDetector | None, margin: float,
         crop = img if detector is None else crop_face(img, box, margin)[0]
         photo.faces.append(Face(box))
         crops.append((photo.faces[-1], to_tensor(crop)))
-    return img, crops
+    return crops
 
 
-def predict_photos(inputs: Sequence[str], classifier: Classifier, detector: FaceDetector | None, *,
+def predict_photos(inputs: Sequence[str | os.PathLike], classifier: Classifier, detector: FaceDetector | None, *,
                    image_size: int = 224, margin: float = 0.2, batch_size: int = 32,
                    on_classified: OnClassified | None = None, progress: bool = True) -> list[PhotoResult]:
     """One result per image found in `inputs` (files, or folders searched recursively), in order;
-    files that cannot be used get an error instead of faces."""
+    files that cannot be used get an error instead of faces. TypeError/ValueError name an
+    argument outside its limits (poster_fast.checks)."""
     from tqdm import tqdm
 
+    image_size = IMAGE_SIZE.check("image_size", image_size)
+    margin = CROP_MARGIN.check("margin", margin)
     to_tensor = ToNormalizedTensor(image_size)
     batches = FaceBatches(classifier, batch_size)
     results = []
@@ -116,14 +149,14 @@ def predict_photos(inputs: Sequence[str], classifier: Classifier, detector: Face
         results.append(photo)
         if error:
             continue
-        img, crops = face_crops(photo, detector, margin, to_tensor)
+        crops = face_crops(photo, detector, margin, to_tensor)
         if crops:
-            _deliver(batches.add(photo, img if on_classified else None, crops), on_classified)
+            _deliver(batches.add(photo, crops), on_classified)
     _deliver(batches.flush(), on_classified)
     return results
 
 
-def _deliver(done: list[tuple[PhotoResult, Image.Image | None]], on_classified: OnClassified | None) -> None:
+def _deliver(done: list[PhotoResult], on_classified: OnClassified | None) -> None:
     if on_classified is not None:
-        for photo, img in done:
-            on_classified(photo, img)
+        for photo in done:
+            on_classified(photo)

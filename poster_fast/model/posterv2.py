@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import Range, got
+from ..ops import registered
 from .cross_fusion import FusionFeedForward, WindowCrossAttention, WindowNorm
 from .fusion_vit import EMBED_DIM, FusionViT
 from .ir50 import IR50
@@ -27,6 +29,18 @@ HEADS = (2, 4, 8)
 WINDOWS = (28, 14, 7)
 DROP_PATH = (0.0, 0.125, 0.25)  # the first three of linspace(0, 0.5, 5)
 INPUT_SIZE = 112  # both backbones see a nearest-neighbour 112x112 resize of any input
+
+
+NUM_CLASSES = Range(1, integer=True)
+
+
+def check_attn_backend(name: object) -> None:
+    """attn_backend names a registered W-MCSA backend or "auto" (TypeError/ValueError otherwise)."""
+    known = ("auto", *registered())
+    if not isinstance(name, str):
+        raise TypeError(f"attn_backend: expected one of {', '.join(known)}, got {got(name)}")
+    if name not in known:
+        raise ValueError(f"attn_backend: expected one of {', '.join(known)}, got {name!r}")
 
 
 class PatchEmbed(nn.Module):
@@ -61,8 +75,8 @@ class POSTERV2(nn.Module):
 
     def __init__(self, num_classes: int = 7, attn_backend: str = "auto") -> None:
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes: expected a positive int, got {num_classes}")
+        num_classes = NUM_CLASSES.check("num_classes", num_classes)
+        check_attn_backend(attn_backend)
         self.num_classes = num_classes
         self.face_landback = MobileFaceNet()
         self.face_landback.requires_grad_(False)
@@ -88,6 +102,7 @@ class POSTERV2(nn.Module):
 
     @attn_backend.setter
     def attn_backend(self, name: str) -> None:
+        check_attn_backend(name)
         for level in self.levels():
             level[1].attn_backend = name
 
@@ -125,8 +140,12 @@ class POSTERV2(nn.Module):
                                   dim=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"x: expected images of shape (B, 3, H, W), got {tuple(x.shape)}")
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x: expected a tensor of images (B, 3, H, W), got {type(x).__name__}")
+        if x.dim() != 4 or x.shape[1] != 3 or min(x.shape) < 1:
+            raise ValueError(f"x: expected images of shape (B, 3, H, W) with B, H, W >= 1, got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"x: expected floating-point (ImageNet-normalised) images, got {x.dtype}")
         x112 = F.interpolate(x, size=INPUT_SIZE)
         return self.multiscale_vit(self.cross_fusion(x112, self.landmark_queries(x112)))
 
@@ -139,8 +158,12 @@ class POSTERV2(nn.Module):
         """
         from ..checkpoint import load_checkpoint, read_state_dict
 
+        if num_classes is not None:
+            NUM_CLASSES.check("num_classes", num_classes)
+        check_attn_backend(attn_backend)
         state, _ = read_state_dict(path, trusted)
         head = state.get("VIT.head.linear.weight")
-        model = cls(num_classes or (head.shape[0] if head is not None else 7), attn_backend)
+        model = cls(num_classes or (head.shape[0] if head is not None and head.dim() == 2 and head.shape[0] else 7),
+                    attn_backend)
         load_checkpoint(model, state)
         return model

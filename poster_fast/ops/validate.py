@@ -1,6 +1,7 @@
 """Argument checks shared by every W-MCSA backend: one place, clear messages."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -23,13 +24,21 @@ class WindowProblem:
     device: torch.device
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool)
+
+
 def window_pair(window_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    if isinstance(window_size, int):
+    """(Wh, Ww) from an int or a pair of ints, each >= 1; TypeError/ValueError naming window_size."""
+    expected = "a positive int or a pair (Wh, Ww) of positive ints"
+    if _is_int(window_size):
         pair = (window_size, window_size)
-    else:
+    elif isinstance(window_size, (tuple, list)) and all(_is_int(w) for w in window_size):
         pair = tuple(int(w) for w in window_size)
+    else:
+        raise TypeError(f"window_size: expected {expected}, got {window_size!r} ({type(window_size).__name__})")
     if len(pair) != 2 or min(pair) < 1:
-        raise ValueError(f"window_size: expected a positive int or (Wh, Ww), got {window_size!r}")
+        raise ValueError(f"window_size: expected {expected}, got {window_size!r}")
     return pair
 
 
@@ -61,6 +70,13 @@ def check_inputs(
             raise TypeError(f"{name}: expected dtype {q.dtype} (the dtype of q), got {t.dtype}")
     if k.shape != v.shape:
         raise ValueError(f"v: expected the shape of k {tuple(k.shape)}, got {tuple(v.shape)}")
+    for name, t in (("q", q), ("k", k)):
+        for dim, what in enumerate(("batch" if name == "q" else "B*nW", "heads", "tokens", "head_dim")):
+            if t.shape[dim] < 1:
+                raise ValueError(f"{name}: expected {what} (dim {dim}) >= 1, got shape {tuple(t.shape)}")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
+                              or not math.isfinite(scale) or scale <= 0):
+        raise ValueError(f"scale: expected None or a finite number > 0, got {scale!r}")
     window = window_pair(window_size)
     b, h, n, d = q.shape
     bw, hk, nk, dk = k.shape

@@ -3,13 +3,15 @@ confusion matrix, and the per-epoch metrics CSV."""
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..errors import DataError
+from ..files import atomic_path, json_text, write_text
 
 METRICS_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_mean_acc",
                   "best_acc", "seconds")
@@ -32,7 +34,7 @@ class EvalResult:
     @property
     def mean_acc(self) -> float:
         accs = [a for a in self.per_class if not math.isnan(a)]
-        return sum(accs) / len(accs)
+        return sum(accs) / len(accs) if accs else math.nan
 
     def as_dict(self, classes: list[str]) -> dict[str, Any]:
         return {"top1": self.top1, "mean_class_acc": self.mean_acc, "loss": self.loss,
@@ -57,16 +59,22 @@ def read_metrics(path: Path, upto: int) -> list[dict[str, Any]]:
     """The rows of an earlier run's metrics.csv up to epoch `upto` (a resumed run continues them)."""
     if not path.is_file():
         return []
-    with open(path, newline="") as fh:
-        return [r for r in csv.DictReader(fh) if int(r["epoch"]) <= upto]
+    try:
+        with open(path, newline="") as fh:
+            return [r for r in csv.DictReader(fh) if int(r["epoch"]) <= upto]
+    except (OSError, KeyError, TypeError, ValueError, csv.Error) as err:
+        raise DataError(f"{path}: cannot read the resumed run's metrics ({type(err).__name__}: {err}); "
+                        "move the file away to start the metrics afresh") from None
 
 
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as fh:
+    """Replace metrics.csv atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=METRICS_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
 
 
 def write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2) + "\n")
+    """Replace `path` atomically with `obj` as JSON (non-finite numbers as null)."""
+    write_text(path, json_text(obj))

@@ -1,14 +1,49 @@
-"""Every setting of a training run, with the paper's defaults (standard library only: the
-command line takes its defaults and choices from here)."""
+"""Every setting of a training run, with the paper's defaults, their limits, and what `--resume`
+does with each (standard library only: the command line takes its defaults, choices and limits
+from here)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Any, Collection, Mapping
+
+from ..checks import BATCH_SIZE, IMAGE_SIZE, Range, check_choice, check_names
+from ..data.labels import DATASETS
+from ..errors import UsageError
 
 OPTIMIZERS = ("sam-adam", "adam", "sam-adamw", "adamw")
 SAMPLERS = ("auto", "shuffle", "balanced")
 AMP_MODES = ("auto", "bf16", "off")
+
+LIMITS: dict[str, Range] = {
+    "image_size": IMAGE_SIZE,
+    "workers": Range(0, 256, integer=True),
+    "epochs": Range(1, integer=True),
+    "batch_size": BATCH_SIZE,
+    "lr": Range(0, low_open=True),
+    "weight_decay": Range(0),
+    "rho": Range(0),  # 0: SAM without perturbation
+    "gamma": Range(0, 1, low_open=True),  # ExponentialLR factor per epoch
+    "max_steps": Range(1, integer=True),
+    "seed": Range(0, 2 ** 32 - 1, integer=True),
+}
+CHOICES: dict[str, tuple[str, ...]] = {"dataset": tuple(DATASETS), "amp": AMP_MODES, "optimizer": OPTIMIZERS,
+                                       "sampler": SAMPLERS}
+
+# What `--resume` does with an option given again with another value than the run's (README
+# "Resume"). Refused: the run's identity (the class names are checked against last.pt's too).
+# Runtime: how this session runs, applied silently. Ignored: the weights come from last.pt.
+# Every other option is applied from the next epoch on and logged; one not given again keeps
+# the run's value (train(given=...)).
+RESUME_REFUSED = ("dataset", "optimizer")
+RESUME_RUNTIME = ("data", "out", "resume", "workers", "device", "amp", "attn_backend", "trusted",
+                  "plain", "max_steps", "classes")
+RESUME_IGNORED = ("ir50", "landmark")
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 @dataclass
@@ -51,3 +86,64 @@ class TrainOptions:
         if not self.resume:
             return None
         return self.out_dir / "last.pt" if self.resume == "auto" else Path(self.resume)
+
+    def check(self) -> "TrainOptions":
+        """Every value within its limits (TypeError, or UsageError naming the option); returns
+        the options with the recipe's learning rate filled in."""
+        for name, limits in LIMITS.items():
+            value = getattr(self, name)
+            if value is not None or name not in ("lr", "max_steps"):
+                try:
+                    limits.check(flag(name), value)
+                except ValueError as err:
+                    raise UsageError(str(err)) from None
+        for name, choices in CHOICES.items():
+            try:
+                check_choice(flag(name), getattr(self, name), choices)
+            except ValueError as err:
+                raise UsageError(str(err)) from None
+        if self.classes is not None:
+            try:
+                check_names("--classes", self.classes)
+            except ValueError as err:
+                raise UsageError(str(err)) from None
+        for name in ("val_split", "test_split"):
+            split = getattr(self, name)
+            if split is not None and (not isinstance(split, str) or split in ("", ".", "..")
+                                      or "/" in split or os.sep in split):
+                raise UsageError(f"{flag(name)} {split!r}: expected the name of a folder in --data")
+        return self if self.lr is not None else replace(self, lr=DATASETS[self.dataset].lr)
+
+    def record(self) -> dict[str, Any]:
+        """The options as last.pt records them (what --resume compares with)."""
+        return {k: v for k, v in asdict(self).items() if k != "resume"}
+
+
+def resume_options(opts: TrainOptions, recorded: Mapping[str, Any], done: int, given: Collection[str] | None,
+                   source: Path) -> tuple[TrainOptions, dict[str, tuple[Any, Any]]]:
+    """The options of a run continued from `source` (which finished epoch `done` and recorded
+    `recorded`): options not in `given` (None: all are given) take the run's values; given
+    ones that differ are refused (RESUME_REFUSED) or applied, and returned as the changes
+    {name: (the run's value, the new one)} (run-time options are not listed)."""
+    changes: dict[str, tuple[Any, Any]] = {}
+    for f in fields(TrainOptions):
+        name = f.name
+        if name not in recorded or name in RESUME_IGNORED:
+            continue
+        old, new = recorded[name], getattr(opts, name)
+        if given is not None and name not in given:
+            opts = replace(opts, **{name: old})
+        elif new != old and name in RESUME_REFUSED:
+            raise UsageError(f"--resume: {source} is a run with {flag(name)} {old}; {flag(name)} {new} "
+                             "cannot continue it (start a new run in another --out)")
+        elif new != old and name not in RESUME_RUNTIME:
+            changes[name] = (old, new)
+    if opts.epochs <= done:
+        raise UsageError(f"--resume: {source} has finished epoch {done} and --epochs is {opts.epochs}; "
+                         f"give --epochs larger than {done} to train further")
+    return opts, changes
+
+
+def describe_changes(changes: Mapping[str, tuple[Any, Any]]) -> str:
+    """'--lr 0.0005 (was 0.001); ...' for the log of a resumed run."""
+    return "; ".join(f"{flag(name)} {new} (was {old})" for name, (old, new) in changes.items())

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..files import atomic_path
 from .metrics import EvalResult
 
 
@@ -32,8 +33,11 @@ def plot_confusion(result: EvalResult, classes: list[str], path: Path, title: st
     ax.set_ylabel("true")
     ax.set_title(f"{title}\ntop-1 {result.top1:.4f}, mean class acc {result.mean_acc:.4f}")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+    finally:
+        plt.close(fig)
 
 
 def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
@@ -54,5 +58,8 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+    finally:
+        plt.close(fig)

@@ -1,16 +1,18 @@
 """One training step (plain or SAM), one epoch, evaluation over a loader, and the loaders."""
 from __future__ import annotations
 
+import math
 import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..device import hardware, native_bf16
+from ..errors import DataError, NonFiniteError
 from .distributed import Dist
 from .metrics import EvalResult
 from .sam import SAM
@@ -51,24 +53,52 @@ def amp_enabled(mode: str, device: torch.device) -> bool:
     return mode == "bf16"
 
 
+def check_finite(loss: torch.Tensor, d: Dist | None, what: str) -> None:
+    """NonFiniteError unless `loss` is finite on every rank (all ranks agree, so all stop)."""
+    bad = (~torch.isfinite(loss.detach())).float().sum().reshape(1)
+    if d is not None and d.world > 1:
+        bad = d.all_sum(bad)
+    if bad.item():
+        value = loss.item()
+        raise NonFiniteError(f"the {what} is {value}" if not math.isfinite(value)
+                             else f"the {what} is not finite in another process")
+
+
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: Optimisation,
-               amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+               amp: bool, d: Dist | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy, backward and an optimiser step (SAM: a second forward/backward at the
-    perturbed weights). Returns the loss and logits of the first forward pass."""
+    perturbed weights). Returns the loss and logits of the first forward pass. A non-finite
+    loss (of either pass) raises NonFiniteError before the optimiser steps."""
     with autocast(x.device, amp):
         logits = model(x)
     loss = F.cross_entropy(logits.float(), y)
+    check_finite(loss, d, "loss")
     opt.base.zero_grad(set_to_none=True)
     loss.backward()
     if opt.sam:
         opt.sam.first_step()
         opt.base.zero_grad(set_to_none=True)
         with autocast(x.device, amp):
-            F.cross_entropy(model(x).float(), y).backward()
+            perturbed = F.cross_entropy(model(x).float(), y)
+        check_finite(perturbed, d, "loss at SAM's perturbed weights")
+        perturbed.backward()
         opt.sam.second_step()
     else:
         opt.base.step()
     return loss.detach(), logits.detach()
+
+
+def batches(loader: Iterable) -> Iterator:
+    """The loader's batches; a DataError raised in a worker process is re-raised as the one line
+    the dataset wrote, without the worker's traceback that DataLoader wraps around it."""
+    try:
+        yield from loader
+    except DataError as err:
+        text = str(err)
+        if "Original Traceback" in text:
+            last = [line for line in text.splitlines() if line.strip()][-1]
+            text = last.split("DataError: ", 1)[-1]
+        raise DataError(text) from None
 
 
 def train_epoch(model: nn.Module, loader: Iterable, steps: int, opt: Optimisation, d: Dist,
@@ -78,19 +108,22 @@ def train_epoch(model: nn.Module, loader: Iterable, steps: int, opt: Optimisatio
 
     model.train()
     stats = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, seen
-    bar = tqdm(loader, total=steps, desc=desc, leave=False, disable=not d.main or None, file=sys.stderr)
+    bar = tqdm(batches(loader), total=steps, desc=desc, leave=False, disable=not d.main or None,
+               file=sys.stderr)
     for step, (x, y) in enumerate(bar):
         if step == steps:
             break
         x, y = x.to(d.device, non_blocking=True), y.to(d.device, non_blocking=True)
-        loss, logits = train_step(model, x, y, opt, amp)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at {desc} step {step}: "
-                                     "lower --lr or turn off --amp")
+        try:
+            loss, logits = train_step(model, x, y, opt, amp, d)
+        except NonFiniteError as err:
+            raise NonFiniteError(f"{err} at {desc}, step {step + 1}") from None
         stats += torch.tensor([loss.item() * len(y), (logits.argmax(1) == y).sum().item(), len(y)],
                               dtype=torch.float64)
         bar.set_postfix(loss=f"{loss.item():.4f}")
     stats = d.all_sum(stats.to(d.device)).cpu()
+    if not stats[2]:
+        raise RuntimeError(f"{desc}: no training batch was drawn")
     return float(stats[0] / stats[2]), float(stats[1] / stats[2])
 
 
@@ -104,7 +137,7 @@ def evaluate_model(model: nn.Module, loader: Iterable, num_classes: int, d: Dist
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64)
     loss = torch.zeros((), dtype=torch.float64)
-    for x, y in tqdm(loader, desc="eval", leave=False, disable=not progress or None, file=sys.stderr):
+    for x, y in tqdm(batches(loader), desc="eval", leave=False, disable=not progress or None, file=sys.stderr):
         x, y = x.to(d.device, non_blocking=True), y.to(d.device)
         with autocast(d.device, amp):
             logits = model(x).float()

@@ -1,0 +1,100 @@
+"""Helpers of the command-line tests: the entry points of each command's work (replaced by a
+recorder, so that a test sees whether the work started), a working folder, a command runner,
+photos and a classifier without a model."""
+from __future__ import annotations
+
+import gc
+import sys
+import weakref
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from poster_fast.commands import cli
+from poster_fast.device import Precision
+from poster_fast.inference.classifier import Classifier
+
+WORK = {  # command -> the functions where its work starts
+    "predict": ["poster_fast.inference.classifier.load_classifier",
+                "poster_fast.inference.classifier.random_classifier",
+                "poster_fast.inference.photos.predict_photos"],
+    "train": ["poster_fast.training.loop.train"],
+    "evaluate": ["poster_fast.inference.classifier.load_classifier"],
+    "bench": ["poster_fast.benchmarking.runner.run"],
+    "budget": ["poster_fast.budget.budget"],
+}
+
+
+@pytest.fixture
+def work(monkeypatch):
+    """Replaces every command's work by a recorder: the list of the functions called."""
+    called: list[str] = []
+    for targets in WORK.values():
+        for target in targets:
+            module, name = target.rsplit(".", 1)
+            __import__(module)
+
+            def record(*args, _name=target, **kwargs):
+                called.append(_name)
+                raise SystemExit(0)  # the work would start here
+            monkeypatch.setattr(sys.modules[module], name, record)
+    return called
+
+
+@pytest.fixture
+def place(tmp_path, monkeypatch):
+    """A working folder with a photo, a checkpoint-named file, a plain file and a data root."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "me.png").write_bytes(b"png")
+    (tmp_path / "c.pt").write_bytes(b"pt")
+    (tmp_path / "file.txt").write_text("a file")
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    (tmp_path / "data" / "valid" / "1").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "data" / "valid" / "1" / "a.png")
+    (tmp_path / "folder").mkdir()
+    return tmp_path
+
+
+def run(argv: list[str], capsys) -> tuple[int, str]:
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    return code, err
+
+
+BASE = {
+    "predict": ["predict", "photos", "--checkpoint", "c.pt"],
+    "train": ["train", "--data", "data", "--dataset", "rafdb", "--out", "out"],
+    "evaluate": ["evaluate", "--data", "data", "--checkpoint", "c.pt"],
+    "bench": ["bench", "--quick"],
+    "budget": ["budget"],
+}
+def photo(path: Path, seed: int, size=(40, 30)) -> Path:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    return path
+
+
+class FakeClassifier(Classifier):
+    """Probabilities without a model: NaN for the crops `nan` marks, uniform otherwise; at each
+    batch it records how many decoded photos are still alive."""
+
+    def __init__(self, nan=lambda i: False, alive: list[weakref.ref] | None = None) -> None:
+        super().__init__(torch.nn.Identity(), ["x", "y"], torch.device("cpu"), Precision("fp32", "test"), False)
+        self.nan, self.alive, self.seen, self.alive_at_batch = nan, alive, 0, []
+
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        gc.collect()
+        self.alive_at_batch.append(sum(r() is not None for r in self.alive or []))
+        probs = torch.full((len(batch), 2), 0.5)
+        for i in range(len(batch)):
+            if self.nan(self.seen + i):
+                probs[i] = float("nan")
+        self.seen += len(batch)
+        return probs
