@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("poster_fast.commands.evaluate", "top-1, mean class accuracy and confusion matrix"),
     "bench": ("poster_fast.commands.bench", "time the W-MCSA backends and the model against the reference"),
     "budget": ("poster_fast.commands.budget", "parameter and FLOP counts (fvcore and thop conventions)"),
+    "export": ("poster_fast.commands.export", "write a trained model as ONNX, safetensors or a Hugging Face folder"),
 }
 DESCRIPTION = "POSTER V2 facial expression recognition with fused W-MCSA kernels."
 USER_ERRORS = (UsageError, DataError, CheckpointError)
