@@ -8,21 +8,25 @@ The authors' files are accepted as they are: a dict holding "state_dict" or a ba
 Ours (best.pt, last.pt) are dicts that `torch.load(weights_only=True)` reads: "state_dict"
 (no "module." prefixes) with the metadata MODEL_META; the training state (last.pt) adds
 TRAINING_STATE, what `--resume` needs.
+
+Exported files, read without pickle: safetensors files and the folders `save_pretrained` writes
+(config.json + model.safetensors), at the end of this module.
 """
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from .errors import CheckpointError
+from .errors import CheckpointError, UsageError
 from .files import atomic_path
 
 if TYPE_CHECKING:
@@ -183,6 +187,8 @@ def read_state_dict(source: Any, trusted: bool = False) -> tuple[dict[str, torch
     """A file path, file object or mapping -> (flat state dict without "module." prefixes, notes)."""
     if isinstance(source, Mapping):
         return _state_of(source, "state dict")
+    if is_safetensors(source) or is_pretrained_dir(source):
+        return _state_of(read_exported(source)[0], _name(source))
     return _state_of(read_checkpoint(source, trusted), _name(source))
 
 
@@ -372,6 +378,9 @@ def load_trained(path: str | os.PathLike, trusted: bool = False,
     has any: files written by `poster-fast train` do, the authors' files do not."""
     from .model import POSTERV2
 
+    if is_safetensors(path) or is_pretrained_dir(path):
+        model, config = load_exported(path, attn_backend)
+        return model, {k: config[k] for k in MODEL_META if config.get(k) is not None}
     obj = read_checkpoint(path, trusted)
     state, _ = _state_of(obj, str(path))
     meta = {k: obj[k] for k in MODEL_META if k in obj} if isinstance(obj, Mapping) and "state_dict" in obj else {}
@@ -381,3 +390,158 @@ def load_trained(path: str | os.PathLike, trusted: bool = False,
     except CheckpointError as err:
         raise CheckpointError(f"{path}: {err}") from None
     return model, meta
+
+
+# ----------------------------------------------------------------------------- exported files
+# A safetensors file (contiguous CPU tensors; metadata: "format": "pt" and each entry of
+# `model_config`, JSON-encoded) and the Hugging Face layout save_pretrained writes: a folder
+# holding config.json (`model_config`) and model.safetensors. Both are read without pickle.
+
+PRETRAINED_CONFIG, PRETRAINED_WEIGHTS = "config.json", "model.safetensors"
+ARCHITECTURE = "POSTERV2"
+
+
+def check_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """`path` as a file to write: its folder must exist, and an existing file is refused unless
+    `overwrite` (raises UsageError)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder: expected a file name")
+    if not path.parent.is_dir():
+        raise UsageError(f"{path}: the folder {path.parent} does not exist")
+    if path.exists() and not overwrite:
+        raise UsageError(f"{path} exists: not overwriting it (overwrite=True; command line: --force)")
+    return path
+
+
+def check_output_dir(directory: str | os.PathLike, overwrite: bool = False) -> Path:
+    """`directory` as a save_pretrained folder to write: it or its parent must exist, and the
+    files it would get are refused unless `overwrite` (raises UsageError)."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"{directory} is a file: expected a folder for {PRETRAINED_CONFIG} and "
+                         f"{PRETRAINED_WEIGHTS}")
+    if not directory.parent.is_dir():
+        raise UsageError(f"{directory}: the folder {directory.parent} does not exist")
+    if directory.is_dir():
+        for name in (PRETRAINED_WEIGHTS, PRETRAINED_CONFIG):
+            check_output(directory / name, overwrite)
+    return directory
+
+
+def model_config(model: nn.Module, classes: Sequence[str] | None = None, dataset: str | None = None,
+                 recorded: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What an exported model records: architecture, class count and names, dataset, the input
+    normalisation, the poster_fast version, and `recorded` (e.g. a best.pt's epoch and best_acc)."""
+    from . import __version__
+    from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    num_classes = int(model.num_classes)
+    if classes is not None and len(classes) != num_classes:
+        raise UsageError(f"classes: expected {num_classes} names (the model's outputs), got {len(classes)}")
+    return {**{k: v for k, v in (recorded or {}).items() if k in ("epoch", "best_acc")},
+            "architecture": ARCHITECTURE, "num_classes": num_classes,
+            "classes": list(classes) if classes is not None else None, "dataset": dataset,
+            "input": "(B, 3, H, W) RGB in [0, 1], normalised with mean and std",
+            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "poster_fast_version": __version__}
+
+
+def _contiguous_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict as contiguous CPU tensors (training leaves channels-last weights)."""
+    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+
+
+def save_safetensors(path: str | os.PathLike, model: nn.Module, *, classes: Sequence[str] | None = None,
+                     dataset: str | None = None, recorded: Mapping[str, Any] | None = None,
+                     overwrite: bool = False) -> Path:
+    """The model's state dict as a safetensors file with `model_config` in its metadata."""
+    from safetensors.torch import save
+
+    path = check_output(path, overwrite)
+    config = model_config(model, classes, dataset, recorded)
+    metadata = {"format": "pt", **{k: json.dumps(v) for k, v in config.items()}}
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(save(_contiguous_state(model), metadata=metadata))
+    return path
+
+
+def is_safetensors(source: Any) -> bool:
+    """Whether `source` names a file that starts like a safetensors file (an 8-byte header
+    length, then the JSON header), whatever its suffix."""
+    if not isinstance(source, (str, os.PathLike)) or not Path(source).is_file():
+        return False
+    with open(source, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:] == b"{"
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, metadata): entries that are JSON decoded, others kept as strings."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+    config = {}
+    for key, text in meta.items():
+        try:
+            config[key] = json.loads(text)
+        except ValueError:
+            config[key] = text
+    config.pop("format", None)
+    return state, config
+
+
+def save_pretrained(directory: str | os.PathLike, model: nn.Module, *,
+                    classes: Sequence[str] | None = None, dataset: str | None = None,
+                    recorded: Mapping[str, Any] | None = None, overwrite: bool = False) -> Path:
+    """The Hugging Face layout: `directory`/config.json (`model_config`) and model.safetensors.
+
+    The folder is created if its parent exists; existing files in it are refused unless
+    `overwrite`. config.json is written last."""
+    directory = check_output_dir(directory, overwrite)
+    config = model_config(model, classes, dataset, recorded)
+    directory.mkdir(exist_ok=True)
+    save_safetensors(directory / PRETRAINED_WEIGHTS, model, classes=classes, dataset=dataset,
+                     recorded=recorded, overwrite=overwrite)
+    with atomic_path(directory / PRETRAINED_CONFIG) as tmp:
+        tmp.write_text(json.dumps(config, indent=2) + "\n")
+    return directory
+
+
+def is_pretrained_dir(source: Any) -> bool:
+    return isinstance(source, (str, os.PathLike)) and (Path(source) / PRETRAINED_CONFIG).is_file()
+
+
+def read_pretrained(directory: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, config.json) of a folder written by save_pretrained."""
+    directory = Path(directory)
+    try:
+        config = json.loads((directory / PRETRAINED_CONFIG).read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{directory / PRETRAINED_CONFIG}: cannot be read as JSON ({err})") from err
+    architecture = config.get("architecture") if isinstance(config, dict) else None
+    if architecture != ARCHITECTURE:
+        raise CheckpointError(f"{directory / PRETRAINED_CONFIG}: architecture {architecture!r}, "
+                              f"expected {ARCHITECTURE!r}")
+    if not (directory / PRETRAINED_WEIGHTS).is_file():
+        raise CheckpointError(f"{directory}: {PRETRAINED_WEIGHTS} is missing")
+    state, _ = read_safetensors(directory / PRETRAINED_WEIGHTS)
+    return state, config
+
+
+def read_exported(source: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, config) of a safetensors file or a save_pretrained folder."""
+    return read_pretrained(source) if is_pretrained_dir(source) else read_safetensors(source)
+
+
+def load_exported(source: str | os.PathLike,
+                  attn_backend: str = "auto") -> tuple["POSTERV2", dict[str, Any]]:
+    """A POSTERV2 from a safetensors file or a save_pretrained folder, and its config."""
+    from .model import POSTERV2
+
+    state, config = read_exported(source)
+    return POSTERV2.from_checkpoint(state, attn_backend=attn_backend), config

@@ -1,10 +1,12 @@
-"""What each command needs beyond the core dependencies (torch, numpy), checked before it starts.
+"""What each command needs beyond the core dependencies (torch, numpy, safetensors), checked
+before it starts.
 
 `pip install poster_fast` is enough for the model, the ops, `bench` and `budget`; `predict`,
-`train` and `evaluate` read images and need an extra (pyproject.toml's optional-dependencies,
-which tests/test_packaging.py keeps in step with NEEDS). `require(extra)` only looks modules
-up (importlib.util.find_spec), imports none, and names the extra that installs what is missing.
-Standard library only.
+`train` and `evaluate` read images, `export --onnx` needs onnx, onnxscript and onnxruntime, and
+the Hugging Face Hub needs huggingface_hub: each comes in an extra (pyproject.toml's
+optional-dependencies, which tests/test_packaging.py keeps in step with NEEDS). `require(extra)`
+only looks modules up (importlib.util.find_spec), imports none, and names the extra that
+installs what is missing. Standard library only.
 """
 from __future__ import annotations
 
@@ -21,6 +23,10 @@ NEEDS: dict[str, tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]] = {
     "train": ((("PIL",), ("pillow",)),
               (("tqdm",), ("tqdm",)),
               (("matplotlib",), ("matplotlib",))),
+    "onnx": ((("onnx",), ("onnx",)),
+             (("onnxscript",), ("onnxscript",)),
+             (("onnxruntime",), ("onnxruntime",))),
+    "hub": ((("huggingface_hub",), ("huggingface_hub",)),),
 }
 
 

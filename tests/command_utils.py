@@ -25,6 +25,7 @@ WORK = {  # command -> the functions where its work starts
     "evaluate": ["poster_fast.inference.classifier.load_classifier"],
     "bench": ["poster_fast.benchmarking.runner.run"],
     "budget": ["poster_fast.budget.budget"],
+    "export": ["poster_fast.checkpoint.load_trained"],
 }
 
 
@@ -73,6 +74,7 @@ BASE = {
     "train": ["train", "--data", "data", "--dataset", "rafdb", "--out", "out"],
     "evaluate": ["evaluate", "--data", "data", "--checkpoint", "c.pt"],
     "bench": ["bench", "--quick"],
+    "export": ["export", "c.pt", "--safetensors", "out.safetensors"],
     "budget": ["budget"],
 }
 def photo(path: Path, seed: int, size=(40, 30)) -> Path:

@@ -231,7 +231,7 @@ def test_the_cli_reports_a_bad_checkpoint_in_one_line(bad, kind, tmp_path, capsy
     Image.new("RGB", (32, 32)).save(tmp_path / "x.png")
     path, message = bad[kind]
     if kind == "directory":
-        message = "--checkpoint .*: is a folder; expected a file"
+        message = "--checkpoint .*: is a folder without config.json; expected a checkpoint file"
     assert main(["predict", str(tmp_path / "x.png"), "--checkpoint", str(path), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and re.search(message, err) and str(path) in err

@@ -27,7 +27,7 @@ CASES = [
     ("predict", ["--json", "-", "--csv", "-"], "--json and --csv cannot both write to stdout"),
     ("predict", ["--json", "o.txt", "--csv", "o.txt"], "--json and --csv name the same file"),
     ("predict", ["--checkpoint", "nope.pt"], "--checkpoint nope.pt: does not exist"),
-    ("predict", ["--checkpoint", "folder"], "--checkpoint folder: is a folder; expected a file"),
+    ("predict", ["--checkpoint", "folder"], "--checkpoint folder: is a folder without config.json; expected a checkpoint file"),
     # train
     ("train", ["--epochs", "0"], "--epochs: expected an integer >= 1, got '0'"),
     ("train", ["--batch-size", "0"], "--batch-size: expected an integer >= 1"),

@@ -53,7 +53,7 @@ def test_extras_declare_what_the_commands_check():
     declared = PROJECT["project"]["optional-dependencies"]
     for extra, needs in extras.NEEDS.items():
         assert names(declared[extra]) == {canonicalize_name(dists[0]) for _, dists in needs}, extra
-    assert names(PROJECT["project"]["dependencies"]) == {"torch", "numpy"}
+    assert names(PROJECT["project"]["dependencies"]) == {"torch", "numpy", "safetensors"}
     assert {"predict", "train", "bench", "onnx", "triton", "test", "all"} <= set(declared)
     everything = {e for r in declared["all"] for e in Requirement(r).extras}
     assert everything == set(declared) - {"test", "all"}

@@ -57,6 +57,9 @@ OPTIONS = {
               "--sections": choice("budget", "ops,infer"), "--warmup": NUMBER, "--iters": NUMBER, "--threads": NUMBER,
               "--device": choice("cpu", "cuda"), "--time-limit": NUMBER, "--json": PATH},
     "budget": {"--num-classes": NUMBER},
+    "export": {"--onnx": PATH, "--safetensors": PATH, "--pretrained": PATH, "--push-to-hub": TEXT, "--force": FLAG,
+               "--dataset": choice("rafdb"), "--classes": DATA["--classes"], "--trusted": FLAG,
+               "--image-size": NUMBER, "--opset": NUMBER, "--no-check": FLAG},
 }
 
 

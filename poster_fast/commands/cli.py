@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("poster_fast.commands.evaluate", "top-1, mean class accuracy and confusion matrix"),
     "bench": ("poster_fast.commands.bench", "time the W-MCSA backends and the model against the reference"),
     "budget": ("poster_fast.commands.budget", "parameter and FLOP counts (fvcore and thop conventions)"),
+    "export": ("poster_fast.commands.export", "write a trained model as ONNX, safetensors or a Hugging Face folder"),
 }
 DESCRIPTION = "POSTER V2 facial expression recognition with fused W-MCSA kernels."
 USER_ERRORS = (UsageError, DataError, CheckpointError)
@@ -36,8 +37,9 @@ EXIT_STATUS: dict[int, tuple[str, tuple[str, ...]]] = {
     1: ("no face was classified (every input had an error)", ("predict",)),
     USAGE_EXIT: ("a usage, data or checkpoint error: one line on stderr says what to fix\n"
                  "       (checked before the work starts)", tuple(COMMANDS)),
-    FAILED_EXIT: ("stopped part-way, said in one line: a non-finite training loss, or an output\n"
-                  "       that could not be written (the others were)", ("predict", "train", "evaluate")),
+    FAILED_EXIT: ("stopped part-way, said in one line: a non-finite training loss, an output that\n"
+                  "       could not be written (the others were), or an ONNX file that failed its\n"
+                  "       onnxruntime check (not written)", ("predict", "train", "evaluate", "export")),
     INTERRUPTED_EXIT: ("interrupted (Ctrl-C, SIGINT)", tuple(COMMANDS)),
 }
 

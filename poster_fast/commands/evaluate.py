@@ -12,8 +12,8 @@ from ..data.labels import DATASETS
 from ..errors import RunError, UsageError
 from ..extras import require
 from ..files import check_input, check_output_dir
-from .options import (add_data_options, add_inference_options, add_model_options, check_model_options,
-                      dataset_tables, number)
+from .options import (add_data_options, add_inference_options, add_model_options, check_checkpoint,
+                      check_model_options, dataset_tables, number)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def check(args: argparse.Namespace) -> Path | None:
     """Every option that cannot be used, before any work; returns the --out folder, created."""
-    check_input("--checkpoint", args.checkpoint)
+    check_checkpoint("--checkpoint", args.checkpoint)
     check_input("--data", args.data, folder=True)
     if args.split in ("", ".", "..") or "/" in args.split or os.sep in args.split:
         raise UsageError(f"--split {args.split!r}: expected the name of a folder in --data")

@@ -3,6 +3,7 @@ its options before any work (standard library only at import; torch where a chec
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any, Callable, Sequence
 
 from ..checks import Range, check_names
@@ -129,6 +130,15 @@ def check_model_options(args: argparse.Namespace) -> None:
     """The options of add_model_options, before anything is loaded."""
     check_device(args.device)
     check_attn_backend(args.attn_backend, args.device)
+
+
+def check_checkpoint(option: str, path: str) -> None:
+    """A model to read: a checkpoint or safetensors file, or a save_pretrained folder (config.json)."""
+    folder = os.path.isdir(path)
+    check_input(option, path, folder=folder)
+    if folder and not os.path.isfile(os.path.join(path, "config.json")):
+        raise UsageError(f"{option} {path}: is a folder without config.json; expected a checkpoint file or a "
+                         f"save_pretrained folder")
 
 
 def check_input_options(args: argparse.Namespace, files: Sequence[str] = (), folders: Sequence[str] = ()) -> None:

@@ -10,7 +10,8 @@ from ..data.labels import DATASETS
 from ..errors import RunError, UsageError
 from ..extras import require
 from ..files import check_input, check_output_dir, check_output_file
-from .options import add_inference_options, add_model_options, check_model_options, comma_list, dataset_tables, number
+from .options import (add_inference_options, add_model_options, check_checkpoint, check_model_options, comma_list,
+                      dataset_tables, number)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -50,7 +51,7 @@ def check(args: argparse.Namespace) -> list[Path]:
         raise UsageError("--checkpoint is required: an untrained model gives meaningless labels "
                          "(--allow-random runs one anyway, for smoke tests)")
     if args.checkpoint:
-        check_input("--checkpoint", args.checkpoint)
+        check_checkpoint("--checkpoint", args.checkpoint)
     if args.json == args.csv == "-":
         raise UsageError("--json and --csv cannot both write to stdout: give one of them a FILE")
     if args.json and args.csv and args.json != "-" and Path(args.json).resolve() == Path(args.csv).resolve():

@@ -11,6 +11,7 @@ Module names follow the authors' `pyramid_trans_expr2` so their checkpoints load
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -166,4 +167,37 @@ class POSTERV2(nn.Module):
         model = cls(num_classes or (head.shape[0] if head is not None and head.dim() == 2 and head.shape[0] else 7),
                     attn_backend)
         load_checkpoint(model, state)
+        return model
+
+    def save_pretrained(self, directory: Any, *, classes: list[str] | None = None, dataset: str | None = None,
+                        overwrite: bool = False, repo_id: str | None = None) -> Path:
+        """Write `directory`/config.json and model.safetensors (the Hugging Face layout).
+
+        `classes` / `dataset` default to those of the config this model was loaded with
+        (`from_pretrained`); existing files are refused unless `overwrite`. With `repo_id`, the
+        folder is then uploaded to that Hugging Face Hub repository (needs huggingface_hub).
+        """
+        from ..checkpoint import save_pretrained
+        from ..export import hub_upload, require_hub
+
+        config = getattr(self, "config", {})
+        if repo_id is not None:
+            require_hub()
+        directory = save_pretrained(directory, self, classes=classes or config.get("classes"),
+                                    dataset=dataset or config.get("dataset"), recorded=config,
+                                    overwrite=overwrite)
+        if repo_id is not None:
+            hub_upload(directory, repo_id)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, source: Any, attn_backend: str = "auto") -> "POSTERV2":
+        """The model in a folder written by `save_pretrained`, or in a Hugging Face Hub
+        repository "owner/name" when no such folder exists (needs huggingface_hub). The model's
+        `config` is the folder's config.json (class names: `model.config["classes"]`)."""
+        from ..checkpoint import load_exported
+        from ..export import pretrained_folder
+
+        model, config = load_exported(pretrained_folder(source), attn_backend)
+        model.config = config
         return model

@@ -1,0 +1,202 @@
+"""A POSTERV2 outside poster_fast: ONNX, and the Hugging Face Hub.
+
+`export_onnx` writes the model as it is, its fused W-MCSA op included: the op's ONNX
+translation (ops/onnx.py) goes to `torch.onnx.export(dynamo=True)`, so no backend switch is
+needed. The batch size is dynamic, the image size fixed at export. Before the file is renamed
+into place, onnxruntime runs it on the CPU and `check_onnx` holds its logits to the error policy
+of the fused kernels: at most 3x the float32 PyTorch model's error against the float64 model.
+
+safetensors files and save_pretrained folders are written and read in checkpoint.py; here are
+only their Hugging Face Hub transfers, which need huggingface_hub (poster_fast[hub]).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import re
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from .checkpoint import PRETRAINED_CONFIG, PRETRAINED_WEIGHTS, check_output, model_config
+from .files import atomic_path
+from .errors import CheckpointError, UsageError
+from .extras import missing, require
+
+ONNX_INPUT, ONNX_OUTPUT = "images", "logits"
+MIN_OPSET = 18
+# torch.export specialises the sizes 0 and 1, so the model is traced at batch 2 with the batch
+# dimension declared dynamic.
+TRACE_BATCH = 2
+CHECK_BATCHES = (1, 3)
+# The fused kernels' policy (tests/wmca_utils.py): 3x the same-dtype reference's error against
+# float64, plus 16 float32 ulps of the logits' magnitude (at least 1) for a lucky reference.
+POLICY_FACTOR, FLOOR = 3.0, 2.0 ** -20
+REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+class OnnxMismatch(RuntimeError):
+    """The exported graph's logits are outside the error policy: a translation bug."""
+
+
+@dataclass(frozen=True)
+class OnnxCheck:
+    """onnxruntime against PyTorch on random images, max over `batches`."""
+
+    batches: tuple[int, ...]
+    onnx_error: float  # max |onnxruntime - float64 PyTorch|
+    torch_error: float  # max |float32 PyTorch (the model as it is) - float64 PyTorch|
+    bound: float  # POLICY_FACTOR * torch_error + FLOOR * max(|logits|, 1)
+
+    @property
+    def ok(self) -> bool:
+        return self.onnx_error <= self.bound
+
+    def __str__(self) -> str:
+        batches = ", ".join(map(str, self.batches))
+        return (f"onnxruntime at batch {batches}: max |logits - float64 PyTorch| {self.onnx_error:.2e} "
+                f"(float32 PyTorch: {self.torch_error:.2e}; bound {self.bound:.2e}): "
+                f"{'ok' if self.ok else 'FAILED'}")
+
+
+def _float32_posterv2(model: nn.Module) -> None:
+    from .model import POSTERV2
+
+    if not isinstance(model, POSTERV2):
+        raise UsageError(f"model: expected a POSTERV2 (not an optimize() copy), got {type(model).__name__}")
+    dtypes = {p.dtype for p in model.parameters()}
+    if dtypes != {torch.float32}:
+        raise UsageError(f"model: expected float32 parameters, got {sorted(map(str, dtypes))}")
+
+
+def onnx_program(model: nn.Module, image_size: int = 224, opset: int = MIN_OPSET) -> Any:
+    """The torch.onnx.ONNXProgram of `model` in eval mode, images (B, 3, image_size, image_size)
+    -> logits (B, classes), B dynamic. The model's mode is left as it was."""
+    from .ops.onnx import translation_table
+
+    param = next(model.parameters())
+    x = torch.randn(TRACE_BATCH, 3, image_size, image_size, device=param.device, dtype=param.dtype)
+    dynamic = {"x": {0: torch.export.Dim("batch")}}
+    was_training = model.training
+    model.eval()
+    try:
+        exported = torch.export.export(model, (x,), dynamic_shapes=dynamic)
+    finally:
+        model.train(was_training)
+    # The table is built from the traced graph: the Triton op is registered on its first run.
+    table = translation_table(n.target for n in exported.graph.nodes if n.op == "call_function")
+    with _quiet_exporter():
+        return torch.onnx.export(exported, dynamo=True, dynamic_shapes=dynamic, opset_version=opset,
+                                 input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
+                                 custom_translation_table=table, verbose=False)
+
+
+@contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Without the exporter's notes that do not concern this model (torchvision's ops are
+    absent; a deprecation inside torch.export's pytree code)."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*LeafSpec", category=FutureWarning)
+            yield
+    finally:
+        registration.setLevel(level)
+
+
+def check_onnx(path: str | os.PathLike, model: nn.Module, image_size: int = 224,
+               batches: tuple[int, ...] = CHECK_BATCHES, seed: int = 0) -> OnnxCheck:
+    """Run the ONNX file with onnxruntime (CPU) and `model` in float32 and float64 on the same
+    random images; the errors are against the float64 model."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    same = copy.deepcopy(model).cpu().eval()
+    exact = copy.deepcopy(same).double()
+    gen = torch.Generator().manual_seed(seed)
+    onnx_error = torch_error = 0.0
+    scale = 1.0
+    for batch in batches:
+        x = torch.randn(batch, 3, image_size, image_size, generator=gen)
+        with torch.inference_mode():
+            ref, logits = exact(x.double()), same(x).double()
+        got = torch.from_numpy(session.run([ONNX_OUTPUT], {ONNX_INPUT: x.numpy()})[0]).double()
+        if got.shape != ref.shape:
+            raise OnnxMismatch(f"{path}: logits of shape {tuple(got.shape)} at batch {batch}, "
+                               f"expected {tuple(ref.shape)}")
+        onnx_error = max(onnx_error, (got - ref).abs().max().item())
+        torch_error = max(torch_error, (logits - ref).abs().max().item())
+        scale = max(scale, ref.abs().max().item())
+    return OnnxCheck(tuple(batches), onnx_error, torch_error, POLICY_FACTOR * torch_error + FLOOR * scale)
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, *, image_size: int = 224, opset: int = MIN_OPSET,
+                classes: list[str] | None = None, dataset: str | None = None,
+                recorded: dict[str, Any] | None = None, overwrite: bool = False,
+                check: bool = True) -> OnnxCheck | None:
+    """Write `model` (a float32 POSTERV2) as ONNX to `path`, with `checkpoint.model_config` and
+    the image size in the file's metadata. With `check` (default), `check_onnx` runs on the
+    written file before it is renamed into place; a failure raises OnnxMismatch and leaves
+    `path` as it was. Needs poster_fast[onnx]."""
+    require("onnx")
+    if opset < MIN_OPSET:
+        raise UsageError(f"opset: expected {MIN_OPSET} or later, got {opset}")
+    if image_size < 1:
+        raise UsageError(f"image_size: expected a positive size, got {image_size}")
+    _float32_posterv2(model)
+    path = check_output(path, overwrite)
+    config = {**model_config(model, classes, dataset, recorded), "image_size": image_size,
+              "onnx_input": f"{ONNX_INPUT} (B, 3, {image_size}, {image_size}) float32",
+              "onnx_output": f"{ONNX_OUTPUT} (B, {model.num_classes}) float32"}
+    program = onnx_program(model, image_size, opset)
+    program.model.metadata_props.update({k: json.dumps(v) for k, v in config.items()})
+    result = None
+    with atomic_path(path) as tmp:
+        program.save(tmp, external_data=False)
+        if check:
+            result = check_onnx(tmp, model, image_size)
+            if not result.ok:
+                raise OnnxMismatch(f"{path} not written: {result}")
+    return result
+
+
+def require_hub() -> None:
+    """Raise MissingExtra naming poster_fast[hub] unless huggingface_hub is installed."""
+    require("hub")
+
+
+def pretrained_folder(source: str | os.PathLike) -> Path:
+    """A local save_pretrained folder, or a Hugging Face Hub repository "owner/name" (when no
+    such local path exists) downloaded to the Hub's cache."""
+    path = Path(source)
+    if path.is_dir():
+        return path
+    if path.exists() or not REPO_ID.match(str(source)):
+        raise CheckpointError(f"{source}: not a folder written by save_pretrained")
+    if missing("hub"):
+        raise CheckpointError(f"{source}: no such folder (to download it from the Hugging Face Hub, "
+                              f"install huggingface_hub: pip install 'poster_fast[hub]')")
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(repo_id=str(source), allow_patterns=[PRETRAINED_CONFIG, PRETRAINED_WEIGHTS]))
+
+
+def hub_upload(directory: str | os.PathLike, repo_id: str) -> None:
+    """Upload a save_pretrained folder's two files to the Hub repository `repo_id` (created if
+    needed; the Hub's login applies)."""
+    require_hub()
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, exist_ok=True)
+    api.upload_folder(repo_id=repo_id, folder_path=str(directory),
+                      allow_patterns=[PRETRAINED_CONFIG, PRETRAINED_WEIGHTS])
