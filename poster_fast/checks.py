@@ -86,3 +86,4 @@ def check_names(name: str, value: Any) -> list[str]:
 IMAGE_SIZE = Range(1, 1024, integer=True)  # images are resized to this; the model sees 112x112 of any
 BATCH_SIZE = Range(1, integer=True)
 CROP_MARGIN = Range(0, 10)  # face crop margin per side, a fraction of the face box
+FRAME_STEP = Range(1, integer=True)  # predict classifies every N-th frame of a video

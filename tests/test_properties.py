@@ -43,7 +43,7 @@ OPTIONS = {
     "predict": {"--checkpoint": PATH, "--dataset": choice("rafdb", "caers"), "--classes": DATA["--classes"],
                 "--no-detect": FLAG, "--margin": NUMBER, "--image-size": NUMBER, "--batch-size": NUMBER,
                 "--json": st.one_of(st.none(), PATH), "--csv": st.one_of(st.none(), PATH), "--annotate": PATH,
-                "--allow-random": FLAG, "--quiet": FLAG, **MODEL, **INFERENCE},
+                "--every": NUMBER, "--allow-random": FLAG, "--quiet": FLAG, **MODEL, **INFERENCE},
     "train": {"--dataset": choice("rafdb", "affectnet8"), **DATA, **MODEL, "--out": PATH, "--epochs": NUMBER,
               "--batch-size": NUMBER, "--lr": NUMBER, "--weight-decay": NUMBER, "--optimizer": choice("adam", "sgd"),
               "--rho": NUMBER, "--gamma": NUMBER, "--plain": FLAG, "--sampler": choice("auto", "balanced"),

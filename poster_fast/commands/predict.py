@@ -1,11 +1,11 @@
-"""`poster-fast predict`: classify the facial expression of every face in photos."""
+"""`poster-fast predict`: classify the facial expression of every face in photos and videos."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-from ..checks import BATCH_SIZE, CROP_MARGIN, IMAGE_SIZE
+from ..checks import BATCH_SIZE, CROP_MARGIN, FRAME_STEP, IMAGE_SIZE
 from ..data.labels import DATASETS
 from ..errors import RunError, UsageError
 from ..extras import require
@@ -15,11 +15,14 @@ from .options import (add_inference_options, add_model_options, check_checkpoint
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.description = ("Find faces, crop them and classify their expression.\n\nClass names per dataset "
+    p.description = ("Find faces in photos and video frames, crop them and classify their expression."
+                     "\n\nClass names per dataset "
                      "(model output index: official label = name):\n" + dataset_tables() +
                      "\nThe names of the outputs: --classes, else --dataset's table, else the names the "
                      "checkpoint records, else the table of the dataset it records.")
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (recursive)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image or video files, or folders (recursive); videos (.mp4 .avi .mov .mkv .webm ...) "
+                        "are read with OpenCV")
     p.add_argument("--checkpoint", help="trained POSTER V2 checkpoint (.pt/.pth)")
     p.add_argument("--dataset", choices=list(DATASETS),
                    help="label the outputs with this dataset's classes (default: the checkpoint's)")
@@ -32,12 +35,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="crop size fed to the model")
     p.add_argument("--batch-size", type=number(BATCH_SIZE), default=32,
                    help="face crops per forward pass")
+    p.add_argument("--every", type=number(FRAME_STEP), default=1, metavar="N",
+                   help="videos: classify every N-th frame (frames 0, N, 2N, ...)")
     add_model_options(p)
     add_inference_options(p)
     p.add_argument("--json", nargs="?", const="-", metavar="FILE", help="write JSON to FILE (or stdout)")
     p.add_argument("--csv", nargs="?", const="-", metavar="FILE", help="write CSV to FILE (or stdout)")
     p.add_argument("--annotate", metavar="DIR",
-                   help="write each photo with boxes and labels to DIR/<name>.png (never over an input file)")
+                   help="write each photo with boxes and labels to DIR/<name>.png, each video's processed "
+                        "frames to DIR/<name>.mp4 (.avi where mp4 cannot be written); never over an input file")
     p.add_argument("--allow-random", action="store_true", help="run without a checkpoint (smoke tests)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -73,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from ..inference.classifier import load_classifier, random_classifier
     from ..inference.outputs import Annotator, write_outputs
     from ..inference.photos import predict_photos
+    from ..inference.video import VideoResult
 
     model_options = {"attn_backend": args.attn_backend, "device": args.device, "dataset": args.dataset,
                      "classes": args.classes, "precision": args.precision, "compile": args.compile}
@@ -84,15 +91,26 @@ def run(args: argparse.Namespace) -> int:
     print(classifier.describe(), file=sys.stderr)
     reserved = inputs + [Path(d) for d in (args.json, args.csv) if d and d != "-"]
     annotator = Annotator(Path(args.annotate), reserved) if args.annotate else None
-    results = predict_photos(
-        args.inputs, classifier, None if args.no_detect else FaceDetector(), image_size=args.image_size,
-        margin=args.margin, batch_size=args.batch_size, on_classified=annotator, progress=not args.quiet)
+    finished = False
+    try:
+        results = predict_photos(
+            args.inputs, classifier, None if args.no_detect else FaceDetector(), image_size=args.image_size,
+            margin=args.margin, batch_size=args.batch_size, every=args.every, on_classified=annotator,
+            progress=not args.quiet)
+        finished = True
+    finally:
+        if annotator:
+            annotator.close(keep=finished)
     failed = write_outputs(results, classifier.classes, args.checkpoint, args.json, args.csv, classifier.run_info)
     failed += annotator.failed if annotator else []
     n_faces = sum(r.classified for r in results)
     n_err = sum(r.error is not None for r in results)
+    videos = [r for r in results if isinstance(r, VideoResult)]
+    read = f" ({len(videos)} videos, {sum(len(v.frames) for v in videos)} frames processed)" if videos else ""
     wrote = f"; {annotator.written} annotated photos in {args.annotate}" if annotator else ""
-    print(f"{len(results)} images, {n_faces} faces classified, {n_err} with errors{wrote}", file=sys.stderr)
+    wrote += f", {annotator.videos_written} annotated videos" if annotator and videos else ""
+    print(f"{len(results)} {'files' if videos else 'images'}{read}, {n_faces} faces classified, "
+          f"{n_err} with errors{wrote}", file=sys.stderr)
     if failed:
         raise RunError(f"{len(failed)} outputs could not be written (the others were): {'; '.join(failed)}")
     return 0 if n_faces else 1

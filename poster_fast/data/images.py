@@ -1,5 +1,5 @@
-"""Image files: which names count as images, walking folders for them, and reading any of
-them as 8-bit RGB with PIL."""
+"""Image files: which names count as images (and as videos, for predict), walking folders for
+them, and reading any image as 8-bit RGB with PIL."""
 from __future__ import annotations
 
 import os
@@ -13,12 +13,18 @@ from PIL import Image, ImageOps
 from ..errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+# Read with OpenCV (inference/video.py) by `poster-fast predict`.
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv")
 
 
-def iter_images(folder: Path) -> Iterator[Path]:
-    """Image files under `folder`, recursively, in sorted order. Hidden files and folders are
-    skipped; links are followed, to files and folders anywhere, but a folder already visited
-    (a link loop, or two links to one folder) is not walked again."""
+def is_video(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(VIDEO_EXTENSIONS)
+
+
+def iter_images(folder: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> Iterator[Path]:
+    """Image files (names ending in `extensions`) under `folder`, recursively, in sorted order.
+    Hidden files and folders are skipped; links are followed, to files and folders anywhere,
+    but a folder already visited (a link loop, or two links to one folder) is not walked again."""
     seen: set[tuple[int, int]] = set()
     for root, dirs, files in os.walk(folder, followlinks=True):
         st = os.stat(root)
@@ -28,7 +34,7 @@ def iter_images(folder: Path) -> Iterator[Path]:
         seen.add((st.st_dev, st.st_ino))
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
-            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
+            if name.lower().endswith(extensions) and not name.startswith("."):
                 yield Path(root) / name
 
 

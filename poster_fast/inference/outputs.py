@@ -1,4 +1,4 @@
-"""What `poster-fast predict` writes: JSON, CSV, the table on stdout, annotated photos.
+"""What `poster-fast predict` writes: JSON, CSV, the table on stdout, annotated photos and videos.
 
 Files are written atomically (files.atomic_path); one that cannot be written is reported and
 does not stop the others: the writers return the failures instead of raising."""
@@ -6,59 +6,93 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import secrets
 import sys
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..data.images import load_image
 from ..errors import DataError
 from ..files import atomic_path, json_text
-from .photos import Face, PhotoResult
+from .photos import Face, PhotoResult, Result
+from .video import FrameResult, VideoResult, frame_rate, open_video
 
 STDOUT = "-"
 
 
-def json_document(results: list[PhotoResult], classes: list[str], checkpoint: str | None,
+def face_json(f: Face) -> dict[str, Any]:
+    return {"box": [f.box.x, f.box.y, f.box.w, f.box.h], "label": f.label,
+            "score": None if f.score is None else round(f.score, 6), "probs": f.probs}
+
+
+def result_json(r: Result) -> dict[str, Any]:
+    """A photo: its faces. A video: what was read and the timeline, one entry per processed frame."""
+    if not isinstance(r, VideoResult):
+        return {"file": r.file, "error": r.error, "faces": [face_json(f) for f in r.faces]}
+    return {"file": r.file, "error": r.error,
+            "video": {"fps": r.fps, "width": r.size and r.size[0], "height": r.size and r.size[1],
+                      "frames_read": r.frames_read, "every": r.every},
+            "frames": [{"frame": f.index, "time": f.time, "error": f.error, "faces": [face_json(x) for x in f.faces]}
+                       for f in r.frames]}
+
+
+def json_document(results: list[Result], classes: list[str], checkpoint: str | None,
                   run_info: dict[str, Any] | None = None) -> str:
     """The results as JSON, with `run_info` (Classifier.run_info: the precision, ...): a face whose
     output was not finite has null label, score and probs."""
-    return json_text({"checkpoint": checkpoint, **(run_info or {}), "classes": classes, "results": [
-        {"file": r.file, "error": r.error, "faces": [
-            {"box": [f.box.x, f.box.y, f.box.w, f.box.h], "label": f.label,
-             "score": None if f.score is None else round(f.score, 6), "probs": f.probs} for f in r.faces]}
-        for r in results]})
+    return json_text({"checkpoint": checkpoint, **(run_info or {}), "classes": classes,
+                      "results": [result_json(r) for r in results]})
 
 
-def csv_rows(results: list[PhotoResult], precision: str = "") -> list[dict[str, Any]]:
-    """One row per face (with every class probability and the precision it was computed in),
-    plus one per file error."""
+def _items(r: Result) -> list[tuple[dict[str, Any], PhotoResult, str]]:
+    """The photo, or each processed frame of the video: (its frame index and time, it, its name)."""
+    if isinstance(r, VideoResult):
+        return [({"frame": f.index, "time": "" if f.time is None else f.time}, f,
+                 f"{r.file} frame {f.index}" + ("" if f.time is None else f" {f.time:.2f}s")) for f in r.frames]
+    return [({}, r, r.file)]
+
+
+def csv_rows(results: list[Result], precision: str = "") -> list[dict[str, Any]]:
+    """One row per face (of a photo, or of a video's frame: with the frame index and time), with
+    every class probability and the precision it was computed in, plus one per error."""
     out: list[dict[str, Any]] = []
     for r in results:
-        for i, f in enumerate(r.faces):
-            out.append({"file": r.file, "face": i, "x": f.box.x, "y": f.box.y, "w": f.box.w, "h": f.box.h,
-                        "label": f.label or "", "score": "" if f.score is None else round(f.score, 6),
-                        **(f.probs or {}), "precision": precision, "error": ""})
+        for at, item, _ in _items(r):
+            for i, f in enumerate(item.faces):
+                out.append({"file": r.file, **at, "face": i, "x": f.box.x, "y": f.box.y, "w": f.box.w,
+                            "h": f.box.h, "label": f.label or "", "score": "" if f.score is None else round(f.score, 6),
+                            **(f.probs or {}), "precision": precision, "error": ""})
+            if item.error and item is not r:
+                out.append({"file": r.file, **at, "error": item.error})
         if r.error:
             out.append({"file": r.file, "error": r.error})
     return out
 
 
-def csv_document(results: list[PhotoResult], classes: list[str], precision: str = "") -> str:
+def csv_document(results: list[Result], classes: list[str], precision: str = "") -> str:
+    """The CSV; the columns frame and time only where a video is among the results."""
+    timeline = ["frame", "time"] if any(isinstance(r, VideoResult) for r in results) else []
     buf = io.StringIO(newline="")
-    writer = csv.DictWriter(buf, fieldnames=["file", "face", "x", "y", "w", "h", "label", "score", *classes,
-                                             "precision", "error"], restval="")
+    writer = csv.DictWriter(buf, fieldnames=["file", *timeline, "face", "x", "y", "w", "h", "label", "score",
+                                             *classes, "precision", "error"], restval="")
     writer.writeheader()
     writer.writerows(csv_rows(results, precision))
     return buf.getvalue()
 
 
-def format_table(results: list[PhotoResult]) -> str:
+def format_table(results: list[Result]) -> str:
     table = [("file", "face", "box (x,y,w,h)", "label", "score")]
     for r in results:
-        table += [(r.file, str(i), f"{f.box.x},{f.box.y},{f.box.w},{f.box.h}", f.label or "-",
-                   "-" if f.score is None else f"{f.score:.3f}") for i, f in enumerate(r.faces)]
+        for _, item, name in _items(r):
+            table += [(name, str(i), f"{f.box.x},{f.box.y},{f.box.w},{f.box.h}", f.label or "-",
+                       "-" if f.score is None else f"{f.score:.3f}") for i, f in enumerate(item.faces)]
+            if item.error and item is not r:
+                table.append((name, "-", "-", f"error: {item.error}", ""))
         if r.error:
             table.append((r.file, "-", "-", f"error: {r.error}", ""))
     widths = [max(len(row[c]) for row in table) for c in range(4)]
@@ -76,7 +110,7 @@ def _write(dest: str, text: str) -> None:
         tmp.write_text(text, newline="")
 
 
-def write_outputs(results: list[PhotoResult], classes: list[str], checkpoint: str | None,
+def write_outputs(results: list[Result], classes: list[str], checkpoint: str | None,
                   json_dest: str | None = None, csv_dest: str | None = None,
                   run_info: dict[str, Any] | None = None) -> list[str]:
     """JSON and CSV where asked ("-": stdout); the table on stdout unless stdout holds one of
@@ -96,9 +130,8 @@ def write_outputs(results: list[PhotoResult], classes: list[str], checkpoint: st
     return failed
 
 
-def annotate(img: Image.Image, faces: list[Face], dest: Path) -> None:
-    """Save (atomically, as PNG) a copy of `img` with each classified face's box, label and score."""
-    img = img.copy()
+def draw_faces(img: Image.Image, faces: list[Face]) -> Image.Image:
+    """`img` (drawn on in place) with each classified face's box, label and score."""
     draw = ImageDraw.Draw(img)
     width = max(2, round(max(img.size) / 300))
     font = ImageFont.load_default(size=max(12, round(max(img.size) / 40)))
@@ -112,15 +145,84 @@ def annotate(img: Image.Image, faces: list[Face], dest: Path) -> None:
         y = b.y - (bottom - top) - 2 * width if b.y - (bottom - top) - 2 * width >= 0 else b.y + b.h
         draw.rectangle((b.x, y, b.x + right - left + 2 * width, y + bottom - top + 2 * width), fill=(0, 255, 0))
         draw.text((b.x + width, y + width - (top - b.y)), text, fill=(0, 0, 0), font=font)
+    return img
+
+
+def annotate(img: Image.Image, faces: list[Face], dest: Path) -> None:
+    """Save (atomically, as PNG) a copy of `img` with each classified face's box, label and score."""
+    img = draw_faces(img.copy(), faces)
     with atomic_path(dest) as tmp:
         img.save(tmp, format="PNG")
 
 
+# The annotated video's codecs, first choice first: (fourcc, file extension).
+VIDEO_CODECS = (("mp4v", ".mp4"), ("MJPG", ".avi"))
+
+
+class AnnotatedVideo:
+    """One video's processed frames, boxes and labels drawn, written to <stem>.mp4 (MPEG-4 Part 2,
+    fourcc mp4v) or, where this OpenCV cannot write that, <stem>.avi (Motion JPEG), at the
+    video's frame rate divided by its `every`, so that it lasts as long as the input. The
+    frames are read again from the video as their results arrive (in order), so that no decoded
+    frame waits for its batch. The file appears, renamed from a temporary name in the same
+    folder, only once `finish` is called."""
+
+    def __init__(self, video: VideoResult, dest_for: Callable[[str], Path]) -> None:
+        import cv2
+
+        self.capture = open_video(video.file)
+        self.position = 0
+        width, height = video.size or (int(self.capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                                       int(self.capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        fps = (video.fps or frame_rate(self.capture) or 25.0) / video.every
+        for fourcc, ext in VIDEO_CODECS:
+            self.dest = dest_for(ext)
+            self.tmp = self.dest.with_name(f"{self.dest.name}.{secrets.token_hex(4)}.tmp{ext}")  # ext: the container
+            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
+            if self.writer.isOpened():
+                return
+            self.discard()
+        self.capture.release()
+        raise OSError(f"this OpenCV cannot write {' or '.join(f'{c} {e}' for c, e in VIDEO_CODECS)} videos")
+
+    def write(self, frame: FrameResult) -> None:
+        import cv2
+
+        while self.position < frame.index:
+            if not self.capture.grab():
+                break
+            self.position += 1
+        ok, bgr = self.capture.read()
+        if not ok:
+            raise DataError(f"frame {frame.index} of {frame.file} cannot be read again")
+        self.position += 1
+        img = draw_faces(Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)), frame.faces)
+        self.writer.write(cv2.cvtColor(np.asarray(img), cv2.COLOR_RGB2BGR))
+
+    def finish(self) -> Path:
+        self.capture.release()
+        self.writer.release()
+        os.replace(self.tmp, self.dest)
+        return self.dest
+
+    def abort(self) -> None:
+        self.capture.release()
+        self.discard()
+
+    def discard(self) -> None:
+        """Close the writer and remove what it wrote."""
+        self.writer.release()
+        with suppress(OSError):
+            self.tmp.unlink()
+
+
 class Annotator:
     """Writes each classified photo as FOLDER/<stem>.png, reading the photo again from its file
-    (so that no decoded photo waits in memory for its batch). The name is never that of an input
-    file, another output (`reserved`) or a folder: <stem>_1.png, ... instead. Photos that cannot
-    be written are collected in `failed` ("PATH (why)") and the others still are."""
+    (so that no decoded photo waits in memory for its batch), and each video's processed frames
+    as FOLDER/<stem>.mp4 (AnnotatedVideo; .avi where mp4 cannot be written). The name is never
+    that of an input file, another output (`reserved`) or a folder: <stem>_1.png, ... instead.
+    Files that cannot be written are collected in `failed` ("PATH (why)") and the others still
+    are. A video is finished when the next file's results arrive, or at `close`."""
 
     def __init__(self, folder: Path, reserved: Iterable[Path] = (),
                  read: Callable[[str], Image.Image] = load_image) -> None:
@@ -129,20 +231,59 @@ class Annotator:
         self.used: set[str] = set()
         self.failed: list[str] = []
         self.written = 0
+        self.videos_written = 0
+        self.video: AnnotatedVideo | None = None
+        self.video_file: str | None = None  # the video whose frames arrive (None: none yet, or a photo)
         folder.mkdir(parents=True, exist_ok=True)
 
-    def name_for(self, photo: PhotoResult) -> Path:
-        stem = Path(photo.file).stem
-        name, k = f"{stem}.png", 1
+    def name_for(self, file: str, ext: str = ".png") -> Path:
+        stem = Path(file).stem
+        name, k = f"{stem}{ext}", 1
         while name in self.used or (self.folder / name).is_dir() or (self.folder / name).resolve() in self.reserved:
-            name, k = f"{stem}_{k}.png", k + 1
+            name, k = f"{stem}_{k}{ext}", k + 1
         self.used.add(name)
         return self.folder / name
 
-    def __call__(self, photo: PhotoResult) -> None:
-        dest = self.name_for(photo)
+    def __call__(self, result: PhotoResult) -> None:
+        if isinstance(result, FrameResult):
+            self.add_frame(result)
+            return
+        self.close()
+        dest = self.name_for(result.file)
         try:
-            annotate(self.read(photo.file), photo.faces, dest)
+            annotate(self.read(result.file), result.faces, dest)
             self.written += 1
         except (OSError, DataError) as err:
             self.failed.append(f"{dest} ({getattr(err, 'strerror', None) or err})")
+
+    def add_frame(self, frame: FrameResult) -> None:
+        if frame.file != self.video_file:
+            self.close()
+            self.video_file = frame.file
+            try:
+                self.video = AnnotatedVideo(frame.video, lambda ext: self.name_for(frame.file, ext))
+            except (OSError, DataError) as err:
+                self.failed.append(f"{self.folder / Path(frame.file).stem}.mp4 ({err})")
+        if self.video is None:
+            return
+        try:
+            self.video.write(frame)
+        except (OSError, DataError) as err:
+            self.failed.append(f"{self.video.dest} ({err})")
+            self.video.abort()
+            self.video = None
+
+    def close(self, keep: bool = True) -> None:
+        """Finish the video being written (`keep=False`: remove it, for a run that stopped)."""
+        video, self.video, self.video_file = self.video, None, None
+        if video is None:
+            return
+        if not keep:
+            video.abort()
+            return
+        try:
+            video.finish()
+            self.videos_written += 1
+        except OSError as err:
+            video.abort()
+            self.failed.append(f"{video.dest} ({err.strerror or err})")

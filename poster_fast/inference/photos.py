@@ -1,5 +1,6 @@
 """Photos -> faces -> class probabilities: every face of every photo is cropped, and the crops
-of consecutive photos are classified together in batches.
+of consecutive photos are classified together in batches. Videos among the inputs are read
+frame by frame (inference/video.py), their frames' crops joining the same batches.
 
 Memory is bounded by the batch of face crops: a decoded photo is dropped as soon as its faces
 are cropped (whoever needs it later, such as outputs.Annotator, reads the file again)."""
@@ -10,16 +11,20 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence, Union
 
 import torch
+from PIL import Image
 
-from ..checks import BATCH_SIZE, CROP_MARGIN, IMAGE_SIZE
-from ..data.images import IMAGE_EXTENSIONS, iter_images, load_image
+from ..checks import BATCH_SIZE, CROP_MARGIN, FRAME_STEP, IMAGE_SIZE
+from ..data.images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_video, iter_images, load_image
 from ..data.transforms import ToNormalizedTensor
 from ..errors import DataError
 from ..faces import Box, FaceDetector, crop_face
 from .classifier import Classifier
+
+if TYPE_CHECKING:
+    from .video import VideoResult
 
 
 @dataclass
@@ -41,22 +46,25 @@ class PhotoResult:
         return sum(f.label is not None for f in self.faces)
 
 
-# Called with each photo once all its faces are classified.
+# Called with each photo once all its faces are classified (with each processed frame of a
+# video, a video.FrameResult, in order, whether it has faces or not).
 OnClassified = Callable[[PhotoResult], None]
+Result = Union[PhotoResult, "VideoResult"]
 
 
 def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, str | None]]:
-    """(path, error) per image: folders are searched recursively for image files (iter_images);
-    a file reached twice (named twice, or through a link) is listed once."""
+    """(path, error) per image or video: folders are searched recursively for image and video
+    files (iter_images); a file reached twice (named twice, or through a link) is listed once."""
     out: list[tuple[str, str | None]] = []
     seen: set[str] = set()
     for item in map(str, inputs):
         path = Path(item)
         try:
             if path.is_dir():
-                found = [str(p) for p in iter_images(path)]
+                found = [str(p) for p in iter_images(path, IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)]
                 if not found:
-                    out.append((item, f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder"))
+                    out.append((item, f"no image or video files ({', '.join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)}) "
+                                      "in folder"))
             elif path.is_file():
                 found = [item]
             else:
@@ -110,41 +118,60 @@ class FaceBatches:
         return done
 
 
+def image_crops(img: Image.Image, detector: FaceDetector | None, margin: float,
+                to_tensor: ToNormalizedTensor) -> list[tuple[Face, torch.Tensor]]:
+    """The faces of an RGB image (the whole image without a detector), each with its crop as the
+    model's input. Photos and video frames alike go through here."""
+    boxes = [Box(0, 0, img.width, img.height)] if detector is None else detector(img)
+    return [(Face(box), to_tensor(img if detector is None else crop_face(img, box, margin)[0])) for box in boxes]
+
+
+def no_face(detector: FaceDetector) -> str:
+    return f"no face found by the {detector.name} detector (aligned crops: --no-detect)"
+
+
 def face_crops(photo: PhotoResult, detector: FaceDetector | None, margin: float,
                to_tensor: ToNormalizedTensor) -> list[tuple[Face, torch.Tensor]]:
-    """Read the photo and crop its faces (the whole image without a detector); records the faces
-    found, or the error, in `photo`. The decoded photo is not kept."""
+    """Read the photo and crop its faces (image_crops); records the faces found, or the error,
+    in `photo`. The decoded photo is not kept."""
     try:
         img = load_image(photo.file)
     except DataError as err:
         photo.error = str(err)
         return []
-    boxes = [Box(0, 0, img.width, img.height)] if detector is None else detector(img)
-    if not boxes:
-        photo.error = f"no face found by the {detector.name} detector (aligned crops: --no-detect)"
-    crops = []
-    for box in boxes:
-        crop = img if detector is None else crop_face(img, box, margin)[0]
-        photo.faces.append(Face(box))
-        crops.append((photo.faces[-1], to_tensor(crop)))
+    crops = image_crops(img, detector, margin, to_tensor)
+    if not crops:
+        photo.error = no_face(detector)  # (without a detector, the whole image is a crop)
+    photo.faces += [face for face, _ in crops]
     return crops
 
 
 def predict_photos(inputs: Sequence[str | os.PathLike], classifier: Classifier, detector: FaceDetector | None, *,
-                   image_size: int = 224, margin: float = 0.2, batch_size: int = 32,
-                   on_classified: OnClassified | None = None, progress: bool = True) -> list[PhotoResult]:
-    """One result per image found in `inputs` (files, or folders searched recursively), in order;
-    files that cannot be used get an error instead of faces. TypeError/ValueError name an
-    argument outside its limits (poster_fast.checks)."""
+                   image_size: int = 224, margin: float = 0.2, batch_size: int = 32, every: int = 1,
+                   on_classified: OnClassified | None = None, progress: bool = True) -> list[Result]:
+    """One result per image or video found in `inputs` (files, or folders searched recursively),
+    in order: a PhotoResult per image, a video.VideoResult (every `every`-th frame classified)
+    per file with a video extension (data.images.VIDEO_EXTENSIONS). Files that cannot be used
+    get an error instead of faces. TypeError/ValueError name an argument outside its limits
+    (poster_fast.checks)."""
     from tqdm import tqdm
 
     image_size = IMAGE_SIZE.check("image_size", image_size)
     margin = CROP_MARGIN.check("margin", margin)
+    every = FRAME_STEP.check("every", every)
     to_tensor = ToNormalizedTensor(image_size)
     batches = FaceBatches(classifier, batch_size)
-    results = []
-    for path, error in tqdm(collect_inputs(inputs), desc="predict", unit="img", disable=not progress or None,
+    results: list[Result] = []
+    for path, error in tqdm(collect_inputs(inputs), desc="predict", unit="file", disable=not progress or None,
                             file=sys.stderr):
+        if is_video(path):
+            from .video import VideoResult, frame_crops  # OpenCV is imported where a video is read
+
+            video = VideoResult(path, error=error, every=every)
+            results.append(video)
+            for frame, crops in ([] if error else frame_crops(video, detector, margin, to_tensor)):
+                _deliver(batches.add(frame, crops), on_classified)
+            continue
         photo = PhotoResult(path, error=error)
         results.append(photo)
         if error:
