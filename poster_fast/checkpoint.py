@@ -328,7 +328,7 @@ def _model_entries(model: nn.Module, dataset: str, classes: list[str], epoch: in
                    best_acc: float, run: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"state_dict": model.state_dict(), "num_classes": len(classes), "dataset": dataset,
             "classes": list(classes), "epoch": epoch, "best_acc": best_acc,
-            RUN: dict(run) if run is not None else None}
+            **({RUN: dict(run)} if run is not None else {})}
 
 
 def save_model(path: Path, model: nn.Module, *, dataset: str, classes: list[str], epoch: int,
