@@ -308,12 +308,13 @@ def load_backbones(model: nn.Module, ir50: Any = None, landmark: Any = None,
 
 MODEL_META = ("num_classes", "dataset", "classes", "epoch", "best_acc")
 TRAINING_STATE = ("best_epoch", "optimizer", "scheduler")
-# The type of each entry of our files; "options" (the run's TrainOptions, for --resume) is
-# optional: files written before it was recorded lack it.
+RUN = "run"  # the run's record (training.record), optional: older files lack it
+# The type of each entry of our files; "options" (the run's TrainOptions, for --resume) and
+# "run" are optional: files written before they were recorded lack them.
 ENTRY_TYPES: dict[str, type | tuple[type, ...]] = {
     "state_dict": Mapping, "num_classes": int, "dataset": str, "classes": (list, tuple), "epoch": int,
     "best_acc": (int, float), "best_epoch": int, "optimizer": Mapping, "scheduler": Mapping,
-    "options": (Mapping, type(None))}
+    "options": (Mapping, type(None)), RUN: (Mapping, type(None))}
 
 
 def _save_atomic(obj: dict[str, Any], path: Path) -> None:
@@ -324,36 +325,54 @@ def _save_atomic(obj: dict[str, Any], path: Path) -> None:
 
 
 def _model_entries(model: nn.Module, dataset: str, classes: list[str], epoch: int,
-                   best_acc: float) -> dict[str, Any]:
+                   best_acc: float, run: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"state_dict": model.state_dict(), "num_classes": len(classes), "dataset": dataset,
-            "classes": list(classes), "epoch": epoch, "best_acc": best_acc}
+            "classes": list(classes), "epoch": epoch, "best_acc": best_acc,
+            **({RUN: dict(run)} if run is not None else {})}
 
 
 def save_model(path: Path, model: nn.Module, *, dataset: str, classes: list[str], epoch: int,
-               best_acc: float) -> None:
-    """The model and its metadata (best.pt): what predict and evaluate need."""
-    _save_atomic(_model_entries(model, dataset, classes, epoch, best_acc), path)
+               best_acc: float, run: Mapping[str, Any] | None = None) -> None:
+    """The model and its metadata (best.pt): what predict and evaluate need, and the run's
+    record (training.record.run_record)."""
+    _save_atomic(_model_entries(model, dataset, classes, epoch, best_acc, run), path)
 
 
 def save_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                         scheduler: Any, *, dataset: str, classes: list[str], epoch: int,
-                        best_acc: float, best_epoch: int, options: Mapping[str, Any] | None = None) -> None:
-    """The model, its metadata, the optimiser and schedule state and the run's options (last.pt),
-    for --resume."""
-    _save_atomic({**_model_entries(model, dataset, classes, epoch, best_acc), "best_epoch": best_epoch,
+                        best_acc: float, best_epoch: int, options: Mapping[str, Any] | None = None,
+                        run: Mapping[str, Any] | None = None) -> None:
+    """The model, its metadata, the optimiser and schedule state, the run's options (last.pt),
+    for --resume, and the run's record."""
+    _save_atomic({**_model_entries(model, dataset, classes, epoch, best_acc, run), "best_epoch": best_epoch,
                   "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                   "options": dict(options) if options is not None else None}, path)
 
 
 def _check_entries(obj: Mapping[str, Any], path: Any, names: tuple[str, ...]) -> None:
-    """Each of `names` present in `obj` has its ENTRY_TYPES type; class names are strings."""
+    """Each of `names` present in `obj` has its ENTRY_TYPES type (RUN: a run record or None);
+    class names are strings."""
     for name in names:
-        if name in obj and (not isinstance(obj[name], ENTRY_TYPES[name]) or isinstance(obj[name], bool)):
+        if name == RUN:
+            _check_run(obj.get(RUN), path)
+        elif name in obj and (not isinstance(obj[name], ENTRY_TYPES[name]) or isinstance(obj[name], bool)):
             raise CheckpointError(f"{path}: entry {name!r} should be {ENTRY_TYPES[name]}, found "
                                   f"{type(obj[name]).__name__}")
     classes = obj.get("classes")
     if classes is not None and not all(isinstance(c, str) for c in classes):
         raise CheckpointError(f"{path}: entry 'classes' should hold class names, found {list(classes)[:8]}")
+
+
+def _check_run(record: Any, path: Any) -> None:
+    """A run record (training.record.check_record) or None."""
+    from .training.record import check_record
+
+    if record is None:
+        return
+    try:
+        check_record(record)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: entry {RUN!r} is not the record of a training run: {err}") from None
 
 
 def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
@@ -374,17 +393,21 @@ def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
 
 def load_trained(path: str | os.PathLike, trusted: bool = False,
                  attn_backend: str = "auto") -> tuple["POSTERV2", dict[str, Any]]:
-    """A POSTERV2 sized and loaded from `path`, and the file's metadata (MODEL_META) where it
-    has any: files written by `poster-fast train` do, the authors' files do not."""
+    """A POSTERV2 sized and loaded from `path`, and the file's metadata (MODEL_META, and the
+    run's record under RUN) where it has any: files written by `poster-fast train` do (those
+    written before runs were recorded lack RUN), the authors' files do not."""
     from .model import POSTERV2
 
     if is_safetensors(path) or is_pretrained_dir(path):
         model, config = load_exported(path, attn_backend)
-        return model, {k: config[k] for k in MODEL_META if config.get(k) is not None}
+        meta = {k: config[k] for k in (*MODEL_META, RUN) if config.get(k) is not None}
+        _check_entries(meta, path, (*MODEL_META, RUN))
+        return model, meta
     obj = read_checkpoint(path, trusted)
     state, _ = _state_of(obj, str(path))
-    meta = {k: obj[k] for k in MODEL_META if k in obj} if isinstance(obj, Mapping) and "state_dict" in obj else {}
-    _check_entries(meta, path, MODEL_META)
+    meta = ({k: obj[k] for k in MODEL_META if k in obj} | ({RUN: obj[RUN]} if obj.get(RUN) is not None else {})
+            if isinstance(obj, Mapping) and "state_dict" in obj else {})
+    _check_entries(meta, path, (*MODEL_META, RUN))
     try:
         model = POSTERV2.from_checkpoint(state, attn_backend=attn_backend)
     except CheckpointError as err:
@@ -432,14 +455,15 @@ def check_output_dir(directory: str | os.PathLike, overwrite: bool = False) -> P
 def model_config(model: nn.Module, classes: Sequence[str] | None = None, dataset: str | None = None,
                  recorded: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What an exported model records: architecture, class count and names, dataset, the input
-    normalisation, the poster_fast version, and `recorded` (e.g. a best.pt's epoch and best_acc)."""
+    normalisation, the poster_fast version, and `recorded` (e.g. a best.pt's epoch, best_acc
+    and the record of the run that trained it)."""
     from . import __version__
     from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     num_classes = int(model.num_classes)
     if classes is not None and len(classes) != num_classes:
         raise UsageError(f"classes: expected {num_classes} names (the model's outputs), got {len(classes)}")
-    return {**{k: v for k, v in (recorded or {}).items() if k in ("epoch", "best_acc")},
+    return {**{k: v for k, v in (recorded or {}).items() if k in ("epoch", "best_acc", RUN) and v is not None},
             "architecture": ARCHITECTURE, "num_classes": num_classes,
             "classes": list(classes) if classes is not None else None, "dataset": dataset,
             "input": "(B, 3, H, W) RGB in [0, 1], normalised with mean and std",

@@ -1,5 +1,5 @@
 """`poster-fast evaluate`: top-1, per-class and mean class accuracy and the confusion matrix of a
-checkpoint on DATA/<split>."""
+checkpoint on DATA/<split>, and the record of the run that trained it (stderr; eval_<split>.json)."""
 from __future__ import annotations
 
 import argparse
@@ -25,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", choices=list(DATASETS), help="name the classes by this dataset (default: the checkpoint's)")
     p.add_argument("--split", default="valid", help="the folder under DATA to evaluate")
     p.add_argument("--batch-size", type=number(BATCH_SIZE), default=64, help="images per forward pass")
-    p.add_argument("--out", help="write eval_<split>.json and confusion_<split>.png here")
+    p.add_argument("--out", help="write eval_<split>.json (with the checkpoint's record of its training "
+                                 "run) and confusion_<split>.png here")
     add_data_options(p, amp=False)
     add_model_options(p)
     add_inference_options(p)
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.distributed import Dist
     from ..training.metrics import write_json
     from ..training.plots import plot_confusion
+    from ..training.record import describe
     from ..training.steps import eval_loader, evaluate_model
 
     folder = ImageFolder(split_dir(args.data, args.split), ToNormalizedTensor(args.image_size))
@@ -64,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
                                  device=args.device, dataset=args.dataset, classes=args.classes,
                                  folders=folder.folders, precision=args.precision, compile=args.compile)
     print(classifier.describe(), file=sys.stderr)
+    run = classifier.recorded.get("run")
+    print("\n".join(describe(run)), file=sys.stderr)
     d = Dist(device=classifier.device)
     loader = eval_loader(folder, args.batch_size, args.workers, d)
     result = evaluate_model(classifier.model, loader, len(classifier.classes), d, amp=False, progress=True)
@@ -73,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     title = f"{args.dataset or classifier.recorded.get('dataset', '')} {args.split}"
     written, failed = [], []
-    for name, write in ((f"eval_{args.split}.json", lambda p: write_json(p, {**result.as_dict(classifier.classes), **classifier.run_info})),
+    report = {**result.as_dict(classifier.classes), **classifier.run_info, "run": run}
+    for name, write in ((f"eval_{args.split}.json", lambda p: write_json(p, report)),
                         (f"confusion_{args.split}.png",
                          lambda p: plot_confusion(result, classifier.classes, p, title))):
         try:

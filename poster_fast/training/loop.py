@@ -30,6 +30,7 @@ from .distributed import Dist, broadcast_buffers, in_sync, setup_dist, wrap_ddp
 from .metrics import EvalResult, read_metrics, write_json, write_metrics
 from .options import TrainOptions, describe_changes, resume_options
 from .plots import plot_confusion, plot_curves
+from .record import resume_entry, run_record
 from .steps import Optimisation, amp_enabled, eval_loader, evaluate_model, train_epoch, train_loader
 
 OUTPUTS = ("best.pt", "last.pt", "metrics.csv", "summary.json", "curves.png")
@@ -58,7 +59,9 @@ def train(opts: TrainOptions, given: Collection[str] | None = None) -> dict[str,
                               f"{list(state['classes'])}, not {opts.dataset} with {data.classes}")
     d = setup_dist(opts.device)
     try:
-        return Run(opts, data, d, state, changes).execute()
+        resume = None if state is None else resume_entry(opts.resume_path, int(state["epoch"]), changes)
+        record = run_record(opts, data, d, resume, state.get("run") if state is not None else None)
+        return Run(opts, data, d, state, changes, record).execute()
     finally:
         d.close()
 
@@ -115,13 +118,14 @@ class Run:
     """One training run in this process (rank `d.rank` of `d.world`)."""
 
     def __init__(self, opts: TrainOptions, data: TrainData, d: Dist, state: dict[str, Any] | None = None,
-                 changes: dict[str, tuple[Any, Any]] | None = None) -> None:
+                 changes: dict[str, tuple[Any, Any]] | None = None, record: dict[str, Any] | None = None) -> None:
         if opts.batch_size % d.world:
             raise UsageError(f"--batch-size {opts.batch_size} (global) is not divisible by {d.world} processes")
         self.opts, self.d, self.recipe, self.classes = opts, d, data.recipe, data.classes
         self.data = data
         self.train_set, self.val_set = data.train_set, data.val_set
         self.out, self.state, self.changes = opts.out_dir, state, changes or {}
+        self.record = record  # training.record.run_record: in best.pt, last.pt and summary.json
         self.per_rank = opts.batch_size // d.world
         self.log: Callable[..., None] = print if d.main else (lambda *a, **k: None)
         self.amp = amp_enabled(opts.amp, d.device)
@@ -270,7 +274,7 @@ class Run:
                   val: EvalResult) -> None:
         """Record the epoch; rank 0 writes best.pt when it is the best so far, and last.pt."""
         progress.epoch = epoch
-        meta = {"dataset": self.opts.dataset, "classes": self.classes, "epoch": epoch}
+        meta = {"dataset": self.opts.dataset, "classes": self.classes, "epoch": epoch, "run": self.record}
         try:
             if val.top1 > progress.best_acc:
                 progress.best_acc, progress.best_epoch, progress.best_val = val.top1, epoch, val
@@ -302,7 +306,7 @@ class Run:
         split, final = self.final_evaluation(net, progress)
         summary = {"dataset": self.opts.dataset, "classes": classes, "best_epoch": progress.best_epoch,
                    "best_val_acc": progress.best_acc, "eval_split": split, "eval": final.as_dict(classes),
-                   "world_size": d.world, "ranks_in_sync": synced}
+                   "world_size": d.world, "ranks_in_sync": synced, "run": self.record}
         failed: list[str] = []
         if d.main:
             self.log(f"best model (epoch {progress.best_epoch}) on {split}:\n{final.report(classes)}")

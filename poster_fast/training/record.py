@@ -1,0 +1,147 @@
+"""What a training run records about itself (in last.pt, best.pt and summary.json under "run"):
+its options, the seed, the software versions and the device it ran on, a summary of its data and
+the resumes that continued it. Everything is plain JSON (strings, numbers, lists, dicts, None).
+
+torch is imported only when a function that needs it runs: commands can read records cheaply.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import platform
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+if TYPE_CHECKING:
+    from .distributed import Dist
+    from .loop import TrainData
+    from .options import TrainOptions
+
+RECORD_FORMAT = 1
+# The entries every record holds, with their types (check_record).
+RECORD_ENTRIES: dict[str, type | tuple[type, ...]] = {
+    "format": int, "options": dict, "seed": int, "versions": dict, "device": dict, "data": dict,
+    "resumes": list}
+
+
+def software_versions(torch_module: Any = None,
+                      find_spec: Callable[[str], Any] = importlib.util.find_spec,
+                      package_version: Callable[[str], str] = importlib.metadata.version) -> dict[str, Any]:
+    """Python, torch, poster_fast, CUDA (None on a CPU build), cuDNN and Triton (None where absent;
+    Triton's version comes from its package metadata, without importing it). The arguments
+    replace torch and the importlib functions (tests)."""
+    from .. import __version__
+
+    if torch_module is None:
+        import torch as torch_module
+    cudnn = torch_module.backends.cudnn
+    triton = None
+    if find_spec("triton") is not None:
+        try:
+            triton = package_version("triton")
+        except importlib.metadata.PackageNotFoundError:
+            triton = "unknown"
+    return {"python": platform.python_version(), "torch": str(torch_module.__version__),
+            "poster_fast": __version__, "cuda": torch_module.version.cuda,
+            "cudnn": cudnn.version() if cudnn.is_available() else None, "triton": triton}
+
+
+def device_info(d: "Dist") -> dict[str, Any]:
+    """The device this rank trains on, its name (GPU or CPU model) and the number of processes."""
+    from ..device import hardware
+
+    return {"device": str(d.device), "name": hardware(d.device).name, "world_size": d.world}
+
+
+def data_summary(opts: "TrainOptions", data: "TrainData") -> dict[str, Any]:
+    """The dataset root, the class names (and the folders they name), and per split the number
+    of images and the count of each class."""
+    splits = {"train": data.train_set, opts.val_split: data.val_set}
+    if data.test_set is not None:
+        splits[str(data.test_set.root.name)] = data.test_set
+    per_split = {}
+    for name, folder in splits.items():
+        counts = [0] * len(data.classes)
+        for target in folder.targets:
+            counts[target] += 1
+        per_split[name] = {"images": len(folder), "per_class": dict(zip(data.classes, counts))}
+    return {"root": str(Path(opts.data).resolve()), "dataset": opts.dataset, "classes": list(data.classes),
+            "class_folders": list(data.train_set.folders), "splits": per_split}
+
+
+def resume_entry(source: Path, after_epoch: int, changes: Mapping[str, tuple[Any, Any]]) -> dict[str, Any]:
+    """One resume: the file continued, the epoch it had finished, the options changed {name: [was, now]}."""
+    return {"from": str(Path(source).resolve()), "after_epoch": after_epoch,
+            "changes": {name: [old, new] for name, (old, new) in changes.items()}}
+
+
+def run_record(opts: "TrainOptions", data: "TrainData", d: "Dist", resume: Mapping[str, Any] | None = None,
+               previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The record of a run with options `opts` (checked, as the run uses them) on `data`, in
+    process group `d`, with what the "auto" options resolved to. A resumed run passes its
+    `resume_entry` and the record of the file it continues (`previous`, None for files without
+    one): the resumes accumulate."""
+    resumes = list(previous["resumes"]) if previous else []
+    if resume is not None:
+        resumes.append(dict(resume))
+    from .steps import amp_enabled
+
+    balanced = data.recipe.balanced if opts.sampler == "auto" else opts.sampler == "balanced"
+    resolved = {"amp": "bf16" if amp_enabled(opts.amp, d.device) else "off",
+                "sampler": "balanced" if balanced else "shuffle", "batch_per_process": opts.batch_size // d.world}
+    return {"format": RECORD_FORMAT, "options": asdict(opts), "resolved": resolved, "seed": opts.seed,
+            "versions": software_versions(), "device": device_info(d), "data": data_summary(opts, data),
+            "resumes": resumes}
+
+
+def check_record(record: Any) -> None:
+    """ValueError saying what is wrong unless `record` has the entries a run record holds."""
+    if not isinstance(record, Mapping):
+        raise ValueError(f"expected a dict, found {type(record).__name__}")
+    for name, kind in RECORD_ENTRIES.items():
+        if name not in record:
+            raise ValueError(f"the entry {name!r} is missing")
+        if not isinstance(record[name], kind) or isinstance(record[name], bool):
+            raise ValueError(f"the entry {name!r} should be {kind.__name__}, found "
+                             f"{type(record[name]).__name__}")
+    for entry in record["resumes"]:
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("changes"), Mapping) \
+                or not all(isinstance(c, (list, tuple)) and len(c) == 2 for c in entry["changes"].values()):
+            raise ValueError(f"the entry 'resumes' should hold resumes {{'from', 'after_epoch', 'changes': "
+                             f"{{option: [was, now]}}}}, found {entry!r:.80}")
+
+
+def _resolved(record: Mapping[str, Any], name: str) -> str:
+    value = (record.get("resolved") or {}).get(name)
+    return f" ({value})" if value is not None and value != record["options"].get(name) else ""
+
+
+def _counts(split: Mapping[str, Any]) -> str:
+    per_class = split.get("per_class") or {}
+    return f"{split.get('images')} ({', '.join(f'{c} {n}' for c, n in per_class.items())})"
+
+
+def describe(record: Mapping[str, Any] | None) -> list[str]:
+    """A few lines for stderr: the options that matter, the seed, versions, device and data."""
+    if record is None:
+        return ["run: the checkpoint records no training run (options, seed, versions, data): "
+                "the authors' files and files from before poster_fast recorded runs have none"]
+    o, dev, data = record["options"], record["device"], record["data"]
+    v = {k: "none" if value is None else value for k, value in record["versions"].items()}
+    lines = [
+        f"run options: {o.get('dataset')}, {o.get('optimizer')} lr {o.get('lr')} weight decay "
+        f"{o.get('weight_decay')} rho {o.get('rho')} gamma {o.get('gamma')}, batch {o.get('batch_size')}, "
+        f"{o.get('epochs')} epochs, image size {o.get('image_size')}, sampler {o.get('sampler')}"
+        f"{_resolved(record, 'sampler')}, amp {o.get('amp')}{_resolved(record, 'amp')}, attn backend "
+        f"{o.get('attn_backend')}, seed {record['seed']}",
+        f"run versions: poster_fast {v.get('poster_fast')}, torch {v.get('torch')}, Python {v.get('python')}, "
+        f"CUDA {v.get('cuda')}, cuDNN {v.get('cudnn')}, Triton {v.get('triton')}; device {dev.get('device')} "
+        f"({dev.get('name')}), world size {dev.get('world_size')}",
+        f"run data: {data.get('root')}: " + "; ".join(
+            f"{name} {_counts(split)}" for name, split in (data.get("splits") or {}).items())]
+    for r in record["resumes"]:
+        changes = "; ".join(f"--{k.replace('_', '-')} {now} (was {was})" for k, (was, now) in r["changes"].items())
+        lines.append(f"run resumed from {r.get('from')} after epoch {r.get('after_epoch')}"
+                     + (f": {changes}" if changes else ""))
+    return lines
