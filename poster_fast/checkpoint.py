@@ -424,31 +424,38 @@ PRETRAINED_CONFIG, PRETRAINED_WEIGHTS = "config.json", "model.safetensors"
 ARCHITECTURE = "POSTERV2"
 
 
-def check_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
+def check_export_file(path: str | os.PathLike, overwrite: bool = False, name: str = "path") -> Path:
     """`path` as a file to write: its folder must exist, and an existing file is refused unless
-    `overwrite` (raises UsageError)."""
+    `overwrite` (raises UsageError naming `name`, the argument or option)."""
     path = Path(path)
-    if path.is_dir():
-        raise UsageError(f"{path} is a folder: expected a file name")
-    if not path.parent.is_dir():
-        raise UsageError(f"{path}: the folder {path.parent} does not exist")
-    if path.exists() and not overwrite:
-        raise UsageError(f"{path} exists: not overwriting it (overwrite=True; command line: --force)")
+    try:
+        if path.is_dir():
+            raise UsageError(f"{name} {path} is a folder: expected a file name")
+        if not path.parent.is_dir():
+            raise UsageError(f"{name} {path}: the folder {path.parent} does not exist")
+        if path.exists() and not overwrite:
+            raise UsageError(f"{name} {path} exists: not overwriting it (overwrite=True; command line: --force)")
+    except OSError as err:  # a name too long, a permission
+        raise UsageError(f"{name} {path}: {err.strerror or err}") from None
     return path
 
 
-def check_output_dir(directory: str | os.PathLike, overwrite: bool = False) -> Path:
+def check_export_dir(directory: str | os.PathLike, overwrite: bool = False, name: str = "directory") -> Path:
     """`directory` as a save_pretrained folder to write: it or its parent must exist, and the
-    files it would get are refused unless `overwrite` (raises UsageError)."""
+    files it would get are refused unless `overwrite` (raises UsageError naming `name`)."""
     directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise UsageError(f"{directory} is a file: expected a folder for {PRETRAINED_CONFIG} and "
-                         f"{PRETRAINED_WEIGHTS}")
-    if not directory.parent.is_dir():
-        raise UsageError(f"{directory}: the folder {directory.parent} does not exist")
-    if directory.is_dir():
-        for name in (PRETRAINED_WEIGHTS, PRETRAINED_CONFIG):
-            check_output(directory / name, overwrite)
+    try:
+        if directory.exists() and not directory.is_dir():
+            raise UsageError(f"{name} {directory} is a file: expected a folder for {PRETRAINED_CONFIG} and "
+                             f"{PRETRAINED_WEIGHTS}")
+        if not directory.parent.is_dir():
+            raise UsageError(f"{name} {directory}: the folder {directory.parent} does not exist")
+        is_dir = directory.is_dir()
+    except OSError as err:
+        raise UsageError(f"{name} {directory}: {err.strerror or err}") from None
+    if is_dir:
+        for file in (PRETRAINED_WEIGHTS, PRETRAINED_CONFIG):
+            check_export_file(directory / file, overwrite, name)
     return directory
 
 
@@ -481,7 +488,7 @@ def save_safetensors(path: str | os.PathLike, model: nn.Module, *, classes: Sequ
     """The model's state dict as a safetensors file with `model_config` in its metadata."""
     from safetensors.torch import save
 
-    path = check_output(path, overwrite)
+    path = check_export_file(path, overwrite)
     config = model_config(model, classes, dataset, recorded)
     metadata = {"format": "pt", **{k: json.dumps(v) for k, v in config.items()}}
     with atomic_path(path) as tmp:
@@ -526,7 +533,7 @@ def save_pretrained(directory: str | os.PathLike, model: nn.Module, *,
 
     The folder is created if its parent exists; existing files in it are refused unless
     `overwrite`. config.json is written last."""
-    directory = check_output_dir(directory, overwrite)
+    directory = check_export_dir(directory, overwrite)
     config = model_config(model, classes, dataset, recorded)
     directory.mkdir(exist_ok=True)
     save_safetensors(directory / PRETRAINED_WEIGHTS, model, classes=classes, dataset=dataset,

@@ -25,7 +25,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from .checkpoint import PRETRAINED_CONFIG, PRETRAINED_WEIGHTS, check_output, model_config
+from .checkpoint import PRETRAINED_CONFIG, PRETRAINED_WEIGHTS, check_export_file, model_config
 from .files import atomic_path
 from .errors import CheckpointError, UsageError
 from .extras import missing, require
@@ -153,7 +153,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, image_size: int = 
     if image_size < 1:
         raise UsageError(f"image_size: expected a positive size, got {image_size}")
     _float32_posterv2(model)
-    path = check_output(path, overwrite)
+    path = check_export_file(path, overwrite)
     config = {**model_config(model, classes, dataset, recorded), "image_size": image_size,
               "onnx_input": f"{ONNX_INPUT} (B, 3, {image_size}, {image_size}) float32",
               "onnx_output": f"{ONNX_OUTPUT} (B, {model.num_classes}) float32"}

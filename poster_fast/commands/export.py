@@ -63,14 +63,14 @@ def validate(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     validate(args)
-    from ..checkpoint import check_output, check_output_dir, load_trained, save_pretrained, save_safetensors
+    from ..checkpoint import check_export_dir, check_export_file, load_trained, save_pretrained, save_safetensors
     from ..data.labels import class_names
 
-    for path in (args.onnx, args.safetensors):
+    for option, path in (("--onnx", args.onnx), ("--safetensors", args.safetensors)):
         if path:
-            check_output(path, args.force)
+            check_export_file(path, args.force, option)
     if args.pretrained:
-        check_output_dir(args.pretrained, args.force)
+        check_export_dir(args.pretrained, args.force, "--pretrained")
     model, recorded = load_trained(args.checkpoint, args.trusted)
     common = dict(classes=class_names(model.num_classes, recorded, args.dataset, args.classes),
                  dataset=args.dataset or recorded.get("dataset"), recorded=recorded, overwrite=args.force)
