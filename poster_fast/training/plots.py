@@ -32,12 +32,7 @@ def plot_confusion(result: EvalResult, classes: list[str], path: Path, title: st
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"{title}\ntop-1 {result.top1:.4f}, mean class acc {result.mean_acc:.4f}")
-    fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120, format="png")
-    finally:
-        plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
@@ -57,6 +52,11 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend()
+    _save(plt, fig, path)
+
+
+def _save(plt: Any, fig: Any, path: Path) -> None:
+    """`fig` as a PNG at `path`, written atomically; the figure is closed either way."""
     fig.tight_layout()
     try:
         with atomic_path(path) as tmp:
