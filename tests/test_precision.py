@@ -51,7 +51,7 @@ def test_reasons_name_the_deciding_fact():
         hw.choose_precision("int8", H100)
 
 
-def test_cpu_facts_agree_with_proc_cpuinfo():
+def test_cpu_facts_agree_with_proc_cpuinfo(host_cpu_facts):
     """torch's cpuinfo queries and the kernel's flags list say the same of this CPU."""
     try:
         with open("/proc/cpuinfo") as fh:

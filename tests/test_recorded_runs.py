@@ -16,11 +16,14 @@ import poster_fast
 from poster_fast import POSTERV2
 from poster_fast.checkpoint import load_trained
 from poster_fast.commands.cli import main
+from poster_fast.device import hardware, native_bf16
 from poster_fast.errors import CheckpointError
 from poster_fast.training.record import check_record, describe, software_versions
 from test_train import TRAIN_ARGS, make_folder
 
 ARGS = [a if a != "1e-3" else "0.0007" for a in TRAIN_ARGS] + ["--seed", "5", "--max-steps", "1"]
+# --amp auto resolves by the CPU's bf16 features (device.native_bf16): what the record must say here.
+AMP_HERE = "bf16" if native_bf16(hardware("cpu"))[0] else "off"
 
 
 def records(out: Path) -> dict[str, dict]:
@@ -60,7 +63,7 @@ def test_a_run_records_its_options_seed_versions_and_data(data, run):
                 o["weight_decay"], o["attn_backend"], o["max_steps"]) == \
             ("rafdb", ["dark", "bright"], "valid", "auto", "auto", 0.05, 0.98, 1e-4, "auto", 1), name
         assert record["seed"] == 5 and record["resumes"] == []
-        assert record["resolved"] == {"amp": "off", "sampler": "shuffle", "batch_per_process": 4}
+        assert record["resolved"] == {"amp": AMP_HERE, "sampler": "shuffle", "batch_per_process": 4}
         assert record["versions"] == {
             "python": platform.python_version(), "torch": torch.__version__, "poster_fast": poster_fast.__version__,
             "cuda": torch.version.cuda,
@@ -101,7 +104,7 @@ def test_evaluate_prints_the_record_and_writes_it(data, run, tmp_path, capsys):
     record = torch.load(out / "best.pt", weights_only=True)["run"]
     lr = record["options"]["lr"]
     assert f"run options: rafdb, adam lr {lr} weight decay 0.0001 rho 0.05 gamma 0.98, batch 4" in err
-    assert "sampler auto (shuffle), amp auto (off), attn backend auto, seed 5" in err
+    assert f"sampler auto (shuffle), amp auto ({AMP_HERE}), attn backend auto, seed 5" in err
     assert f"poster_fast {poster_fast.__version__}, torch {torch.__version__}, Python " in err
     assert f"CUDA {torch.version.cuda or 'none'}" in err and "world size 1" in err
     assert f"run data: {data.resolve()}: train 7 (dark 4, bright 3); valid 4 (dark 2, bright 2)" in err
