@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # Triton runs through its interpreter where no CUDA GPU is visible.
 INTERPRET = $$($(PY) -c "import torch; print(0 if torch.cuda.is_available() else 1)")
 
-.PHONY: setup test bench wheel-smoke gpu-check-dry-run cuda-build-check clean
+.PHONY: setup test test-cpu-classes bench wheel-smoke gpu-check-dry-run cuda-build-check clean
 
 ifeq ($(PY),$(VENV)/bin/python)
 $(VENV)/bin/python:
@@ -28,8 +28,18 @@ endif
 setup:
 	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
 
+# The suite as on this CPU, then the test files that consulted the CPU's facts (tests/conftest.py
+# records them) again with the opposite bf16 verdict (`--cpu-facts flipped`): both sides of every
+# `auto` precision choice pass on every machine. `make test-cpu-classes` runs them for each class.
+FACTS_LOG = build/cpu-facts-files.txt
+CPU_CLASSES ?= generic avx2 avx512 avx512_bf16 amx
 test: setup
-	TRITON_INTERPRET=$(INTERPRET) $(PY) -m pytest tests -q -ra $(PYTEST_ARGS)
+	TRITON_INTERPRET=$(INTERPRET) $(PY) -m pytest tests -q -ra --cpu-facts-log $(FACTS_LOG) $(PYTEST_ARGS)
+	test ! -s $(FACTS_LOG) || TRITON_INTERPRET=$(INTERPRET) $(PY) -m pytest -q -ra --cpu-facts flipped \
+		$$(cat $(FACTS_LOG)) $(PYTEST_ARGS)
+
+test-cpu-classes: setup
+	for c in $(CPU_CLASSES); do TRITON_INTERPRET=$(INTERPRET) $(PY) -m pytest tests -q -ra --cpu-facts $$c $(PYTEST_ARGS) || exit 1; done
 
 bench: setup
 	TRITON_INTERPRET=$(INTERPRET) $(PY) -m poster_fast bench $(BENCH_ARGS)
