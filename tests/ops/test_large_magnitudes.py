@@ -76,8 +76,8 @@ def backward_loss_bound(inputs: list[torch.Tensor], grad_out: torch.Tensor, case
     delta = rowsum(dout * out) accumulated in float32 (worst case D ulps), delta taken from the
     output rounded to `dtype`, P and dS rounded to `dtype` before their matmuls (Triton does,
     in half precision); dS's error is magnified by |k| or |q| (up to 100 here)."""
-    q, k, v, table = (t.detach().double() for t in inputs)
-    dout = grad_out.double()
+    q, k, v, table = (t.detach().double().cpu() for t in inputs)
+    dout = grad_out.double().cpu()
     s = scores(q, k, table, case)
     p = s.softmax(-1)
     out = p @ v
@@ -125,13 +125,13 @@ def test_scores_of_1e4(name: str, case_id: str, dtype: torch.dtype) -> None:
     same = baseline(inputs, grad_out, case)
     assert_within_reference_error(got[:1], exact[:1], same[:1], names=NAMES[:1])
     floor = ABS_FLOOR[dtype]
-    for name_, g, e, b, lost in zip(NAMES[1:], got[1:], exact[1:], same[1:],
-                                    backward_loss_bound(inputs, grad_out.cpu(), case, dtype)):
-        assert torch.isfinite(g).all(), f"{name_}: non-finite values"
+    for what, g, e, b, lost in zip(NAMES[1:], got[1:], exact[1:], same[1:],
+                                   backward_loss_bound(inputs, grad_out, case, dtype)):
+        assert torch.isfinite(g).all(), f"{what}: non-finite values"
         err = (g.double().cpu() - e.cpu()).abs()
         allowed = 3 * (b.double() - e).abs().max().item() + floor * max(e.abs().max().item(), 1.0) + lost
         worst = (err - allowed).argmax()
-        assert (err <= allowed).all(), (f"{name_}: error {err.flatten()[worst]:.3e} > allowed "
+        assert (err <= allowed).all(), (f"{what}: error {err.flatten()[worst]:.3e} > allowed "
                                         f"{allowed.flatten()[worst]:.3e} at flat index {int(worst)}")
 
 
