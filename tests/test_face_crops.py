@@ -54,7 +54,8 @@ def test_crop_geometry(box, margin, region):
     assert where(crop, 0, 0) == (x, y) and where(crop, w - 1, h - 1) == (x + w - 1, y + h - 1)
     inside = 0 < x and 0 < y and x + w < WIDTH and y + h < HEIGHT
     if inside:  # square, centred on the face box
-        assert w == h and abs((x + w / 2) - (box.x + box.w / 2)) <= 0.5 and abs((y + h / 2) - (box.y + box.h / 2)) <= 0.5
+        assert w == h
+        assert abs((x + w / 2) - (box.x + box.w / 2)) <= 0.5 and abs((y + h / 2) - (box.y + box.h / 2)) <= 0.5
 
 
 class KnownFace:
