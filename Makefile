@@ -108,6 +108,14 @@ kernel-report: setup
 clean:
 	rm -rf build *.egg-info poster_fast/*.so
 
+# How many realistic mutations (tests/mutation/mutations.py) the tests catch: each applied in a
+# scratch copy of the repository, its tests run; csrc/ mutations rebuild the copy's extension.
+# Slow (tens of minutes on 2 cores): not part of `make test` or CI. MUTATION_ARGS: see
+# `python tests/mutation/run.py --help` (--only NAME ..., --report FILE, --keep).
+.PHONY: mutation-check
+mutation-check: setup
+	TRITON_INTERPRET=$(INTERPRET) $(PY) tests/mutation/run.py $(MUTATION_ARGS)
+
 # The CUDA kernels compiled for the CPU and run in an emulation of the CUDA constructs they use
 # (tests/cuda_emulation): forward and backward on POSTER's shapes in fp32/fp16/bf16 against a
 # float64 reference, with race, bounds and initialisation checks. g++ only, no GPU, no nvcc.
