@@ -464,7 +464,7 @@ def model_config(model: nn.Module, classes: Sequence[str] | None = None, dataset
     """What an exported model records: architecture, class count and names, dataset, the input
     normalisation, the poster_fast version, and `recorded` (e.g. a best.pt's epoch, best_acc
     and the record of the run that trained it)."""
-    from . import __version__
+    from .version import __version__
     from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     num_classes = int(model.num_classes)

@@ -15,7 +15,7 @@ import sys
 from types import ModuleType
 from typing import NoReturn, Sequence
 
-from .. import __version__
+from ..version import __version__
 from ..errors import CheckpointError, DataError, RunError, UsageError
 
 # name -> (module, one-line help)

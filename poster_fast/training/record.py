@@ -31,7 +31,7 @@ def software_versions(torch_module: Any = None,
     """Python, torch, poster_fast, CUDA (None on a CPU build), cuDNN and Triton (None where absent;
     Triton's version comes from its package metadata, without importing it). The arguments
     replace torch and the importlib functions (tests)."""
-    from .. import __version__
+    from ..version import __version__
 
     if torch_module is None:
         import torch as torch_module
