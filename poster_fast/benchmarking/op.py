@@ -98,7 +98,7 @@ def make_case(level: int, batch: int, dtype: torch.dtype, device: torch.device, 
 
 # ------------------------------------------------------------------------------ backends
 def fused_backends() -> list[str]:
-    """The registered backends other than the baselines, in the registry's (auto priority) order."""
+    """The registered backends other than the baselines, in the registry's order (ops.BACKENDS)."""
     return [n for n in ops.registered() if n not in BASELINES]
 
 

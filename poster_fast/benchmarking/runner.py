@@ -1,6 +1,6 @@
 """One bench run: the selected sections in a fixed order, the JSON rewritten after every row.
 
-Order: budget; op rows of the fused backends (auto priority order), then the reference and
+Order: budget; op rows of the fused backends (in ops.BACKENDS order), then the reference and
 sdpa_mask baselines, per dtype and level; the model rows; FlexAttention's op rows last (its
 compiles are slow). Rows are planned up front as "pending"; a row not started when the soft
 time limit has passed is recorded as "cut", and an interrupt (SIGINT) marks the running row

@@ -11,10 +11,10 @@ from ..data.labels import DATASETS, label_table
 from ..device import PRECISIONS
 from ..errors import UsageError
 from ..files import check_input
+from ..ops import BACKENDS
 from ..training.options import AMP_MODES, LIMITS, TrainOptions
 
-# The W-MCSA backends by name (poster_fast.ops.registered() and "auto"; tests/test_cli.py checks).
-ATTN_BACKENDS = ("auto", "triton", "cuda", "cpu", "reference")
+ATTN_BACKENDS = ("auto", *BACKENDS)
 
 
 def number(limits: Range) -> Callable[[str], Any]:

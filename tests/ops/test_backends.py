@@ -190,7 +190,7 @@ def test_explain_and_explicit_use(name: str) -> None:
             ops.window_cross_attention(q, k, v, table, SMALL.window, backend=name)
     else:
         ops.window_cross_attention(q, k, v, table, SMALL.window, backend=name)
-        if not emulated(name, device):  # auto takes it or one of higher priority
+        if not emulated(name, device):  # auto takes it or one earlier in ops.BACKENDS
             order = ops.registered()
             assert order.index(report["chosen"]) <= order.index(name)
 
