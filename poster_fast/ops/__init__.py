@@ -21,8 +21,8 @@ from ..lazy import lazy_names
 # The backends, one module each in ops/backends/, in the order `backend="auto"` tries them.
 BACKENDS = ("triton", "cuda", "cpu", "reference")
 
-_API = ("window_cross_attention", "explain", "reasons", "registered", "check_inputs", "WindowProblem", "Backend",
-        "register")
+_API = ("window_cross_attention", "explain", "reasons", "registered", "check_backend_name", "check_inputs",
+        "WindowProblem", "Backend", "register")
 __all__ = ["BACKENDS", *_API, "reference"]
 
 __getattr__, __dir__ = lazy_names(__name__, {**dict.fromkeys(_API, ".api"), "reference": ".reference"})

@@ -5,11 +5,33 @@ from __future__ import annotations
 
 import torch
 
+from ..checks import got
 from . import backends  # noqa: F401  (importing backends registers them)
 from .backend import Backend, register, registered, select
 from .backend import explain as _explain
 from .backend import reasons as _reasons
 from .validate import WindowProblem, check_inputs
+
+
+def check_backend_name(name: object, argument: str = "backend") -> str:
+    """Check a backend name.
+
+    Args:
+        name: the value given.
+        argument: the argument's name, for the error.
+
+    Returns:
+        `name`, when it is "auto" or a registered backend.
+
+    Raises:
+        TypeError, ValueError: naming `argument` and the backends.
+    """
+    known = ("auto", *registered())
+    if not isinstance(name, str):
+        raise TypeError(f"{argument}: expected one of {', '.join(known)}, got {got(name)}")
+    if name not in known:
+        raise ValueError(f"{argument}: expected one of {', '.join(known)}, got {name!r}")
+    return name
 
 
 def reasons(name: str, problem: WindowProblem, auto: bool = False) -> list[str]:
@@ -65,7 +87,10 @@ def explain(
     window_size: int | tuple[int, int],
     scale: float | None = None,
 ) -> dict[str, object]:
-    """Which backend `auto` picks for these arguments (those of `window_cross_attention`), and why not the others.
+    """Which backend `auto` picks for these arguments, and why not the others.
+
+    Args:
+        q, k, v, rpb_table, window_size, scale: as for `window_cross_attention`.
 
     Returns:
         {"chosen": the backend's name, "skipped": {every other backend: its reasons}}.
@@ -76,5 +101,5 @@ def explain(
                                           for name, why in report.items() if name != chosen}}
 
 
-__all__ = ["window_cross_attention", "explain", "reasons", "registered", "check_inputs",
+__all__ = ["window_cross_attention", "explain", "reasons", "registered", "check_backend_name", "check_inputs",
            "WindowProblem", "Backend", "register"]
