@@ -1,55 +1,32 @@
-"""Photos -> faces -> class probabilities: every face of every photo is cropped, and the crops
-of consecutive photos are classified together in batches. Videos among the inputs are read
-frame by frame (inference/video.py), their frames' crops joining the same batches.
+"""Photos and videos -> faces -> class probabilities, for `poster-fast predict`: every face of
+every photo is cropped, and the crops of consecutive photos are classified together in batches
+(crops.FaceBatches). Videos among the inputs are read frame by frame (video.py), their frames'
+crops joining the same batches.
 
 Memory is bounded by the batch of face crops: a decoded photo is dropped as soon as its faces
 are cropped (whoever needs it later, such as outputs.Annotator, reads the file again)."""
 from __future__ import annotations
 
-import math
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence, Union
+from typing import Callable, Sequence, Union
 
 import torch
-from PIL import Image
 
-from ..checks import BATCH_SIZE, CROP_MARGIN, FRAME_STEP, IMAGE_SIZE
+from ..checks import CROP_MARGIN, FRAME_STEP, IMAGE_SIZE
 from ..data.images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_video, iter_images, load_image
 from ..data.transforms import ToNormalizedTensor
 from ..errors import DataError
-from ..faces import Box, FaceDetector, crop_face
+from ..faces import FaceDetector
 from .classifier import Classifier
-
-if TYPE_CHECKING:
-    from .video import VideoResult
-
-
-@dataclass
-class Face:
-    box: Box
-    label: str | None = None  # None until classified, or when the model output is not finite
-    score: float | None = None
-    probs: dict[str, float] | None = None
-
-
-@dataclass
-class PhotoResult:
-    file: str
-    faces: list[Face] = field(default_factory=list)
-    error: str | None = None
-
-    @property
-    def classified(self) -> int:
-        return sum(f.label is not None for f in self.faces)
-
+from .crops import Face, FaceBatches, PhotoResult, image_crops, no_face
+from .video import VideoResult, frame_crops
 
 # Called with each photo once all its faces are classified (with each processed frame of a
 # video, a video.FrameResult, in order, whether it has faces or not).
 OnClassified = Callable[[PhotoResult], None]
-Result = Union[PhotoResult, "VideoResult"]
+Result = Union[PhotoResult, VideoResult]
 
 
 def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, str | None]]:
@@ -82,54 +59,6 @@ def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, str |
     return out
 
 
-class FaceBatches:
-    """Face crops waiting to be classified; a photo is done once all its faces are."""
-
-    def __init__(self, classifier: Classifier, batch_size: int) -> None:
-        self.classifier = classifier
-        self.batch_size = BATCH_SIZE.check("batch_size", batch_size)
-        self.crops: list[tuple[PhotoResult, Face, torch.Tensor]] = []
-        self.photos: list[PhotoResult] = []
-
-    def add(self, photo: PhotoResult, crops: list[tuple[Face, torch.Tensor]]) -> list[PhotoResult]:
-        """Queue a photo's crops; returns the photos done (all of them once a batch is full)."""
-        self.crops += [(photo, face, t) for face, t in crops]
-        self.photos.append(photo)
-        return self.flush() if len(self.crops) >= self.batch_size else []
-
-    def flush(self) -> list[PhotoResult]:
-        """Classify every queued crop; returns the photos done, in input order. A face whose
-        probabilities are not finite gets no label, and its photo an error saying so."""
-        names = self.classifier.classes
-        for i in range(0, len(self.crops), self.batch_size):
-            chunk = self.crops[i:i + self.batch_size]
-            probs = self.classifier.probabilities(torch.stack([t for _, _, t in chunk]))
-            for (photo, face, _), p in zip(chunk, probs):
-                if not bool(torch.isfinite(p).all()):
-                    bad = next(float(v) for v in p if not math.isfinite(float(v)))
-                    note = (f"face {photo.faces.index(face)}: the model output is not finite ({bad}); "
-                            "the checkpoint or the precision cannot be used")
-                    photo.error = f"{photo.error}; {note}" if photo.error else note
-                    continue
-                k = int(p.argmax())
-                face.label, face.score = names[k], float(p[k])
-                face.probs = {n: round(float(v), 6) for n, v in zip(names, p)}
-        done, self.crops, self.photos = self.photos, [], []
-        return done
-
-
-def image_crops(img: Image.Image, detector: FaceDetector | None, margin: float,
-                to_tensor: ToNormalizedTensor) -> list[tuple[Face, torch.Tensor]]:
-    """The faces of an RGB image (the whole image without a detector), each with its crop as the
-    model's input. Photos and video frames alike go through here."""
-    boxes = [Box(0, 0, img.width, img.height)] if detector is None else detector(img)
-    return [(Face(box), to_tensor(img if detector is None else crop_face(img, box, margin)[0])) for box in boxes]
-
-
-def no_face(detector: FaceDetector) -> str:
-    return f"no face found by the {detector.name} detector (aligned crops: --no-detect)"
-
-
 def face_crops(photo: PhotoResult, detector: FaceDetector | None, margin: float,
                to_tensor: ToNormalizedTensor) -> list[tuple[Face, torch.Tensor]]:
     """Read the photo and crop its faces (image_crops); records the faces found, or the error,
@@ -146,14 +75,30 @@ def face_crops(photo: PhotoResult, detector: FaceDetector | None, margin: float,
     return crops
 
 
-def predict_photos(inputs: Sequence[str | os.PathLike], classifier: Classifier, detector: FaceDetector | None, *,
-                   image_size: int = 224, margin: float = 0.2, batch_size: int = 32, every: int = 1,
-                   on_classified: OnClassified | None = None, progress: bool = True) -> list[Result]:
-    """One result per image or video found in `inputs` (files, or folders searched recursively),
-    in order: a PhotoResult per image, a video.VideoResult (every `every`-th frame classified)
-    per file with a video extension (data.images.VIDEO_EXTENSIONS). Files that cannot be used
-    get an error instead of faces. TypeError/ValueError name an argument outside its limits
-    (poster_fast.checks)."""
+def predict_files(inputs: Sequence[str | os.PathLike], classifier: Classifier, detector: FaceDetector | None, *,
+                  image_size: int = 224, margin: float = 0.2, batch_size: int = 32, every: int = 1,
+                  on_classified: OnClassified | None = None, progress: bool = True) -> list[Result]:
+    """Classify the expression of every face in photos and videos.
+
+    Args:
+        inputs: image and video files, or folders (searched recursively).
+        classifier: the model and its class names (inference.classifier.load_classifier).
+        detector: finds the faces; None: each image is one face crop (aligned crops).
+        image_size: the crops' size; margin: the crop margin per side, a fraction of the face box.
+        batch_size: face crops per forward pass (crops of several photos and frames together).
+        every: of a video, classify frames 0, every, 2*every, ...
+        on_classified: called with each photo (and each processed frame of a video), in order,
+            once all its faces are classified.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        One result per image or video found, in order: a PhotoResult per image, a
+        video.VideoResult per file with a video extension (data.images.VIDEO_EXTENSIONS). Files
+        that cannot be used get an error instead of faces.
+
+    Raises:
+        TypeError, ValueError: an argument outside its limits (poster_fast.checks), naming it.
+    """
     from tqdm import tqdm
 
     image_size = IMAGE_SIZE.check("image_size", image_size)
@@ -165,8 +110,6 @@ def predict_photos(inputs: Sequence[str | os.PathLike], classifier: Classifier, 
     for path, error in tqdm(collect_inputs(inputs), desc="predict", unit="file", disable=not progress or None,
                             file=sys.stderr):
         if is_video(path):
-            from .video import VideoResult, frame_crops  # OpenCV is imported where a video is read
-
             video = VideoResult(path, error=error, every=every)
             results.append(video)
             for frame, crops in ([] if error else frame_crops(video, detector, margin, to_tensor)):
