@@ -15,6 +15,7 @@ from ..errors import UsageError
 OPTIMIZERS = ("sam-adam", "adam", "sam-adamw", "adamw")
 SAMPLERS = ("auto", "shuffle", "balanced")
 AMP_MODES = ("auto", "bf16", "off")
+EVAL_BATCH_SIZE = 64  # images per forward pass of `poster-fast evaluate`
 
 LIMITS: dict[str, Range] = {
     "image_size": IMAGE_SIZE,
