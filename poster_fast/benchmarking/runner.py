@@ -18,9 +18,10 @@ import torch
 
 from . import model, op
 from ..device import choose_precision, hardware
+from ..files import write_json
 from .cards import card_for
 from .config import MODEL_SECTIONS, SCHEMA, Config
-from .report import format_model, format_ops, write_json
+from .report import format_model, format_ops
 from .timing import Deadline, Progress
 
 OP_FLOORS = {
