@@ -233,6 +233,10 @@ class PretrainedMixin:
                       attn_backend: str = "auto") -> tuple[Model, dict[str, Any]]:
         """A model from a safetensors file or a save_pretrained folder.
 
+        Args:
+            source: the file or folder (read without pickle).
+            attn_backend: the W-MCSA backend.
+
         Returns:
             (the model, the file's config: hub.model_config's entries).
         """
@@ -273,8 +277,12 @@ class PretrainedMixin:
 
     @classmethod
     def from_pretrained(cls: type[Model], source: Any, attn_backend: str = "auto") -> Model:
-        """The model in a folder written by `save_pretrained`, or in a Hugging Face Hub
-        repository "owner/name" when no such folder exists (needs huggingface_hub).
+        """The model in a folder written by `save_pretrained`, or in a Hugging Face Hub repository.
+
+        Args:
+            source: the folder, or "owner/name" on the Hub when no such folder exists (the
+                download needs huggingface_hub).
+            attn_backend: the W-MCSA backend.
 
         Returns:
             The model; its `config` is the folder's config.json (class names: `model.config["classes"]`).

@@ -155,7 +155,7 @@ def test_train_and_evaluate_need_only_their_extra(tmp_path):
 
 def test_one_version(capsys):
     assert "version" in PROJECT["project"]["dynamic"] and "version" not in PROJECT["project"]
-    assert PROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "poster_fast.__version__"}
+    assert PROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "poster_fast.version.__version__"}
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out == f"poster-fast {poster_fast.__version__}\n"

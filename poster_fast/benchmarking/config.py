@@ -1,5 +1,5 @@
-"""What a bench run measures and how (standard library only: the command imports it for its
-option choices without importing torch)."""
+"""What a bench run measures and how (no torch: the command imports it for its option choices;
+model.LEVELS comes from the model package's light face)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
