@@ -170,4 +170,4 @@ def test_setup_without_torch_says_what_works():
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.startswith("poster_fast: cannot build without torch.")
     assert "    pip install --no-build-isolation .\n" in proc.stderr
-    assert proc.stderr.strip() in (ROOT / "README.md").read_text()  # quoted there in full
+    assert proc.stderr.strip() in (ROOT / "docs" / "install.md").read_text()  # quoted there in full

@@ -66,7 +66,7 @@ def add_inference_options(p: argparse.ArgumentParser) -> None:
                         "newer; else fp32)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model (on CUDA with CUDA graphs, on the CPU with Inductor "
-                        "freezing): minutes of compiling first, see the README for when it pays")
+                        "freezing): minutes of compiling first, see docs/design.md for when it pays")
 
 
 def add_data_options(p: argparse.ArgumentParser, amp: bool = True, resumable: bool = False) -> None:
