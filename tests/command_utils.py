@@ -47,14 +47,14 @@ def _owner(target: str) -> tuple[object, str]:
 def work(monkeypatch):
     """Replaces every command's work by a recorder: the list of the functions called."""
     called: list[str] = []
-    for targets in WORK.values():
-        for target in targets:
-            owner, name = _owner(target)
-
-            def record(*args, _name=target, **kwargs):
-                called.append(_name)
-                raise SystemExit(0)  # the work would start here
-            monkeypatch.setattr(owner, name, record)
+    # Every module is imported before any is patched: a module that binds a patched name at its
+    # import would keep the recorder after the test.
+    owners = {target: _owner(target) for targets in WORK.values() for target in targets}
+    for target, (owner, name) in owners.items():
+        def record(*args, _name=target, **kwargs):
+            called.append(_name)
+            raise SystemExit(0)  # the work would start here
+        monkeypatch.setattr(owner, name, record)
     return called
 
 
