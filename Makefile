@@ -6,7 +6,7 @@ TORCH  ?= torch==2.13.0
 # Triton 3.6.0's CPU interpreter works with numpy < 2.4 (see shared TOOLCHAIN notes).
 DEPS   ?= "numpy<2.4" "triton==3.6.0" fvcore pytest pytest-benchmark hypothesis ninja pybind11 setuptools wheel \
           tqdm pillow matplotlib "opencv-python-headless<5" scikit-image \
-          safetensors onnx onnxscript onnxruntime
+          safetensors onnx onnxscript onnxruntime import-linter==2.17
 PYTEST_ARGS ?=
 # Triton runs through its interpreter where no CUDA GPU is visible.
 INTERPRET = $$($(PY) -c "import torch; print(0 if torch.cuda.is_available() else 1)")
@@ -17,7 +17,7 @@ ifeq ($(PY),$(VENV)/bin/python)
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
 
-$(VENV)/.deps: $(VENV)/bin/python
+$(VENV)/.deps: $(VENV)/bin/python Makefile  # DEPS installed again when they change
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q $(DEPS)
 	touch $@

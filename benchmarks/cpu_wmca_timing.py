@@ -21,9 +21,10 @@ import time
 
 import torch
 
+from poster_fast.model import LEVELS as MODEL_LEVELS
 from poster_fast.ops import window_cross_attention
 
-LEVELS = {1: (28, 2), 2: (14, 4), 3: (7, 8)}  # window side, heads (head_dim 32)
+LEVELS = dict(enumerate(MODEL_LEVELS, start=1))  # POSTER's levels by number
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "float64": torch.float64}
 BACKENDS = ("reference", "cpu")
@@ -31,20 +32,15 @@ BACKENDS = ("reference", "cpu")
 
 def cpu_isa(requested: str | None) -> str:
     """Select `requested` (if given) and return the ISA the cpu backend runs."""
-    ops = torch.ops.poster_fast
-    if not hasattr(ops, "cpu_isa"):  # an extension from before ISA selection: AVX2 or generic
-        if requested:
-            raise SystemExit("this poster_fast._C has no ISA selection (cpu_isa op missing)")
-        return "unknown (no cpu_isa op)"
     if requested:
-        ops.set_cpu_isa(requested)
-    return ops.cpu_isa()
+        torch.ops.poster_fast.set_cpu_isa(requested)
+    return torch.ops.poster_fast.cpu_isa()
 
 
 def make_problem(level: int, batch: int, dtype: torch.dtype, table_dtype: torch.dtype):
-    side, heads = LEVELS[level]
+    side, heads = LEVELS[level].window, LEVELS[level].heads
     gen = torch.Generator().manual_seed(level)
-    shape = (batch, heads, side * side, 32)
+    shape = (batch, heads, LEVELS[level].tokens, LEVELS[level].head_dim)
     q, k, v = (torch.randn(shape, generator=gen).to(dtype).requires_grad_() for _ in range(3))
     table = (0.5 * torch.randn((2 * side - 1) ** 2, heads, generator=gen)).to(table_dtype)
     grad = torch.randn(shape, generator=gen).to(dtype)

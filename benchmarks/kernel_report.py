@@ -41,6 +41,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource, make_backend  # noqa: E402
 from triton.runtime.jit import JITFunction, create_function_from_signature  # noqa: E402
 
+from poster_fast.model import LEVELS as MODEL_LEVELS  # noqa: E402
 from poster_fast.ops.triton import kernels, launch  # noqa: E402
 
 ARCHS = (80, 90)
@@ -48,7 +49,8 @@ ARCHS = (80, 90)
 MAX_SHARED = {80: 163 * 1024, 90: 227 * 1024}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # POSTER's levels: (batch, heads, window, head_dim); the batch only scales the grid.
-LEVELS = {"L1": (2, 2, (28, 28), 32), "L2": (2, 4, (14, 14), 32), "L3": (2, 8, (7, 7), 32)}
+LEVELS = {f"L{i}": (2, level.heads, (level.window, level.window), level.head_dim)
+          for i, level in enumerate(MODEL_LEVELS, start=1)}
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from wmca_utils import NAMES, Case, make_inputs, reference_results  # noqa: E402
+from wmca_utils import NAMES, Case, level_cases, make_inputs, reference_results  # noqa: E402
 
 from poster_fast.ops.reference import relative_position_index  # noqa: E402
 
-LEVELS = {"L1": Case(2, 1, 2, (28, 28), 32), "L2": Case(4, 1, 4, (14, 14), 32), "L3": Case(8, 1, 8, (7, 7), 32)}
+LEVELS = level_cases()
 Matmul = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 

@@ -3,7 +3,7 @@
 The video is tests/test_video.py's: scikit-image's astronaut twice side by side (1024x512, two
 faces), shifted 4 pixels per frame, mp4v. The photos are the frames OpenCV decodes from it,
 saved as PNG: with --every N, the frames 0, N, 2N, ... Each configuration runs `--repeats` times,
-interleaved, through predict_photos with face detection (the model has random weights, as with
+interleaved, through predict_files with face detection (the model has random weights, as with
 `--allow-random`); the median time is reported.
 
     python benchmarks/video_throughput.py [--frames 20] [--every 1 5] [--repeats 2] [--image-size 224]
@@ -24,7 +24,7 @@ from skimage import data
 
 from poster_fast.faces import FaceDetector
 from poster_fast.inference.classifier import random_classifier
-from poster_fast.inference.photos import predict_photos
+from poster_fast.inference.predict import predict_files
 
 
 def write_clip(folder: Path, frames: int) -> Path:
@@ -65,12 +65,12 @@ def main() -> None:
             runs[f"photos (frames 0,{every},...)"] = (photos, 1, len(photos))
         times: dict[str, list[float]] = {name: [] for name in runs}
         faces: dict[str, int] = {}
-        predict_photos(runs[next(iter(runs))][0], classifier, detector, progress=False)  # warm-up
+        predict_files(runs[next(iter(runs))][0], classifier, detector, progress=False)  # warm-up
         for _ in range(args.repeats):
             for name, (inputs, every, _) in runs.items():
                 start = time.perf_counter()
-                results = predict_photos(inputs, classifier, detector, image_size=args.image_size,
-                                         batch_size=args.batch_size, every=every, progress=False)
+                results = predict_files(inputs, classifier, detector, image_size=args.image_size,
+                                        batch_size=args.batch_size, every=every, progress=False)
                 times[name].append(time.perf_counter() - start)
                 faces[name] = sum(r.classified for r in results)
         print(f"{'input':28} {'frames':>6} {'faces':>5} {'median s':>9} {'frames/s':>9} {'faces/s':>8}  runs (s)")

@@ -5,33 +5,20 @@ import neither torch nor the command-line modules' dependencies.
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import CheckpointError
+from .lazy import lazy_names
 from .optimize import optimize
+from .version import __version__
 
 if TYPE_CHECKING:
     from . import ops
-    from .checkpoint import LoadReport, load_backbones, load_checkpoint
     from .model import POSTERV2
+    from .pretrained import LoadReport, load_backbones, load_checkpoint
 
-__version__ = "0.1.0"
 __all__ = ["POSTERV2", "optimize", "load_checkpoint", "load_backbones", "CheckpointError", "LoadReport", "ops"]
 
-_LAZY = {"POSTERV2": ".model", "load_checkpoint": ".checkpoint", "load_backbones": ".checkpoint",
-         "LoadReport": ".checkpoint"}
-
-
-def __getattr__(name: str) -> Any:
-    if name == "ops":
-        return importlib.import_module(".ops", __name__)
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, {
+    "POSTERV2": ".model", "load_checkpoint": ".pretrained", "load_backbones": ".pretrained",
+    "LoadReport": ".pretrained", "ops": ".ops"})

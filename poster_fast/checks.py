@@ -85,5 +85,6 @@ def check_names(name: str, value: Any) -> list[str]:
 # Limits shared by several commands and their library functions.
 IMAGE_SIZE = Range(1, 1024, integer=True)  # images are resized to this; the model sees 112x112 of any
 BATCH_SIZE = Range(1, integer=True)
+NUM_CLASSES = Range(1, integer=True)  # a model's outputs
 CROP_MARGIN = Range(0, 10)  # face crop margin per side, a fraction of the face box
 FRAME_STEP = Range(1, integer=True)  # predict classifies every N-th frame of a video

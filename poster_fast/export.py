@@ -1,4 +1,4 @@
-"""A POSTERV2 outside poster_fast: ONNX, and the Hugging Face Hub.
+"""A POSTERV2 outside poster_fast as ONNX, checked with onnxruntime before it is written.
 
 `export_onnx` writes the model as it is, its fused W-MCSA op included: the op's ONNX
 translation (ops/onnx.py) goes to `torch.onnx.export(dynamo=True)`, so no backend switch is
@@ -6,8 +6,7 @@ needed. The batch size is dynamic, the image size fixed at export. Before the fi
 into place, onnxruntime runs it on the CPU and `check_onnx` holds its logits to the error policy
 of the fused kernels: at most 3x the float32 PyTorch model's error against the float64 model.
 
-safetensors files and save_pretrained folders are written and read in checkpoint.py; here are
-only their Hugging Face Hub transfers, which need huggingface_hub (poster_fast[hub]).
+safetensors files, save_pretrained folders and their Hub transfers are in hub.py.
 """
 from __future__ import annotations
 
@@ -15,20 +14,18 @@ import copy
 import json
 import logging
 import os
-import re
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 from torch import nn
 
-from .checkpoint import PRETRAINED_CONFIG, PRETRAINED_WEIGHTS, check_export_file, model_config
+from .errors import UsageError
+from .extras import require
 from .files import atomic_path
-from .errors import CheckpointError, UsageError
-from .extras import missing, require
+from .hub import check_export_file, model_config
 
 ONNX_INPUT, ONNX_OUTPUT = "images", "logits"
 MIN_OPSET = 18
@@ -39,7 +36,6 @@ CHECK_BATCHES = (1, 3)
 # The fused kernels' policy (tests/wmca_utils.py): 3x the same-dtype reference's error against
 # float64, plus 16 float32 ulps of the logits' magnitude (at least 1) for a lucky reference.
 POLICY_FACTOR, FLOOR = 3.0, 2.0 ** -20
-REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 class OnnxMismatch(RuntimeError):
@@ -143,10 +139,25 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, image_size: int = 
                 classes: list[str] | None = None, dataset: str | None = None,
                 recorded: dict[str, Any] | None = None, overwrite: bool = False,
                 check: bool = True) -> OnnxCheck | None:
-    """Write `model` (a float32 POSTERV2) as ONNX to `path`, with `checkpoint.model_config` and
-    the image size in the file's metadata. With `check` (default), `check_onnx` runs on the
-    written file before it is renamed into place; a failure raises OnnxMismatch and leaves
-    `path` as it was. Needs poster_fast[onnx]."""
+    """Write `model` as ONNX to `path`, with `hub.model_config` and the image size in the file's
+    metadata. Needs poster_fast[onnx].
+
+    Args:
+        model: a float32 POSTERV2 (not an optimize() copy).
+        path: the file; its folder must exist.
+        image_size: the input's height and width, fixed in the file (the batch size is dynamic).
+        opset: the ONNX opset, MIN_OPSET or later.
+        classes, dataset, recorded: what the metadata records (hub.model_config).
+        overwrite: replace an existing file (refused otherwise).
+        check: run `check_onnx` on the written file before it is renamed into place.
+
+    Returns:
+        The check's figures (None without `check`).
+
+    Raises:
+        OnnxMismatch: onnxruntime's logits are outside the error policy; `path` is left as it was.
+        UsageError: an argument that cannot be used, naming it.
+    """
     require("onnx")
     if opset < MIN_OPSET:
         raise UsageError(f"opset: expected {MIN_OPSET} or later, got {opset}")
@@ -167,36 +178,3 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, image_size: int = 
             if not result.ok:
                 raise OnnxMismatch(f"{path} not written: {result}")
     return result
-
-
-def require_hub() -> None:
-    """Raise MissingExtra naming poster_fast[hub] unless huggingface_hub is installed."""
-    require("hub")
-
-
-def pretrained_folder(source: str | os.PathLike) -> Path:
-    """A local save_pretrained folder, or a Hugging Face Hub repository "owner/name" (when no
-    such local path exists) downloaded to the Hub's cache."""
-    path = Path(source)
-    if path.is_dir():
-        return path
-    if path.exists() or not REPO_ID.match(str(source)):
-        raise CheckpointError(f"{source}: not a folder written by save_pretrained")
-    if missing("hub"):
-        raise CheckpointError(f"{source}: no such folder (to download it from the Hugging Face Hub, "
-                              f"install huggingface_hub: pip install 'poster_fast[hub]')")
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(repo_id=str(source), allow_patterns=[PRETRAINED_CONFIG, PRETRAINED_WEIGHTS]))
-
-
-def hub_upload(directory: str | os.PathLike, repo_id: str) -> None:
-    """Upload a save_pretrained folder's two files to the Hub repository `repo_id` (created if
-    needed; the Hub's login applies)."""
-    require_hub()
-    from huggingface_hub import HfApi
-
-    api = HfApi()
-    api.create_repo(repo_id, exist_ok=True)
-    api.upload_folder(repo_id=repo_id, folder_path=str(directory),
-                      allow_patterns=[PRETRAINED_CONFIG, PRETRAINED_WEIGHTS])

@@ -104,6 +104,11 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def write_json(path: Path, obj: Any) -> None:
+    """Replace `path` atomically with `obj` as JSON (json_text: indented, non-finite numbers as null)."""
+    write_text(path, json_text(obj))
+
+
 def finite_json(obj: Any) -> Any:
     """`obj` with every NaN or infinite float replaced by None, so that it is valid JSON."""
     if isinstance(obj, float):

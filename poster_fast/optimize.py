@@ -31,6 +31,17 @@ def optimize(model: "POSTERV2", mode: str = "inference", dtype: "torch.dtype | N
     the result in torch.compile(fullgraph=True), on the CPU in inference mode with Inductor's
     freezing (weights become constants, prepacked for oneDNN); `cuda_graphs` (CUDA only, implies
     compile) uses mode="reduce-overhead". The original model is left as it was.
+
+    Args:
+        model: a POSTERV2.
+        mode: "inference" or "train".
+        dtype: torch.float32 (default), torch.bfloat16 or torch.float16.
+        channels_last: channels-last activations and weights.
+        attn_backend: the W-MCSA backend of the copy (see poster_fast.ops.explain).
+        compile, cuda_graphs: as above.
+
+    Returns:
+        The faster module: (B, 3, H, W) images -> (B, num_classes) float32 logits.
     """
     import torch
 

@@ -4,7 +4,7 @@ photos and a classifier without a model."""
 from __future__ import annotations
 
 import gc
-import sys
+import importlib
 import weakref
 from pathlib import Path
 
@@ -20,28 +20,41 @@ from poster_fast.inference.classifier import Classifier
 WORK = {  # command -> the functions where its work starts
     "predict": ["poster_fast.inference.classifier.load_classifier",
                 "poster_fast.inference.classifier.random_classifier",
-                "poster_fast.inference.photos.predict_photos"],
+                "poster_fast.inference.predict.predict_files"],
     "train": ["poster_fast.training.loop.train"],
-    "evaluate": ["poster_fast.inference.classifier.load_classifier"],
+    "evaluate": ["poster_fast.training.evaluation.evaluate_checkpoint"],
     "bench": ["poster_fast.benchmarking.runner.run"],
     "budget": ["poster_fast.budget.budget"],
-    "export": ["poster_fast.checkpoint.load_trained"],
+    "export": ["poster_fast.model.posterv2.POSTERV2.load_trained"],
 }
+
+
+def _owner(target: str) -> tuple[object, str]:
+    """The module (or class) holding the last name of the dotted `target`, and that name."""
+    parts = target.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        try:
+            owner = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for name in parts[i:-1]:
+            owner = getattr(owner, name)
+        return owner, parts[-1]
+    raise ImportError(target)
 
 
 @pytest.fixture
 def work(monkeypatch):
     """Replaces every command's work by a recorder: the list of the functions called."""
     called: list[str] = []
-    for targets in WORK.values():
-        for target in targets:
-            module, name = target.rsplit(".", 1)
-            __import__(module)
-
-            def record(*args, _name=target, **kwargs):
-                called.append(_name)
-                raise SystemExit(0)  # the work would start here
-            monkeypatch.setattr(sys.modules[module], name, record)
+    # Every module is imported before any is patched: a module that binds a patched name at its
+    # import would keep the recorder after the test.
+    owners = {target: _owner(target) for targets in WORK.values() for target in targets}
+    for target, (owner, name) in owners.items():
+        def record(*args, _name=target, **kwargs):
+            called.append(_name)
+            raise SystemExit(0)  # the work would start here
+        monkeypatch.setattr(owner, name, record)
     return called
 
 

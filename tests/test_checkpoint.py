@@ -141,16 +141,14 @@ def test_our_files_best_and_last(tmp_path):
 
 
 def test_load_trained_reads_the_metadata(tmp_path, source):
-    from poster_fast.checkpoint import load_trained
-
     path = tmp_path / "best.pt"
     torch.save({"state_dict": source.state_dict(), "num_classes": 7, "dataset": "rafdb",
                 "classes": list("abcdefg"), "epoch": 2, "best_acc": 0.5}, path)
-    model, meta = load_trained(path)
+    model, meta = POSTERV2.load_trained(path)
     assert model.num_classes == 7 and meta["classes"] == list("abcdefg") and meta["epoch"] == 2
     assert torch.equal(model.VIT.head.linear.weight, source.VIT.head.linear.weight)
     with pytest.raises(CheckpointError, match="nope.pt does not exist"):
-        load_trained(tmp_path / "nope.pt")
+        POSTERV2.load_trained(tmp_path / "nope.pt")
 
 
 # ----------------------------------------------------------------------------- files that are not checkpoints
@@ -187,7 +185,7 @@ model7 = functools.cache(lambda: POSTERV2(7))  # files that cannot be read leave
 LOADERS = {
     "load_checkpoint": lambda path: load_checkpoint(model7(), path),
     "from_checkpoint": lambda path: POSTERV2.from_checkpoint(path),
-    "load_trained": lambda path: __import__("poster_fast.checkpoint").checkpoint.load_trained(path),
+    "load_trained": lambda path: POSTERV2.load_trained(path),
     "load_training_state": lambda path: __import__("poster_fast.checkpoint").checkpoint.load_training_state(path),
     "load_backbones": lambda path: load_backbones(model7(), ir50=path),
     "trusted": lambda path: load_checkpoint(model7(), path, trusted=True),
@@ -238,12 +236,10 @@ def test_the_cli_reports_a_bad_checkpoint_in_one_line(bad, kind, tmp_path, capsy
 
 
 def test_bad_metadata_is_a_checkpoint_error(tmp_path, source):
-    from poster_fast.checkpoint import load_trained
-
     path = tmp_path / "meta.pt"
     torch.save({"state_dict": source.state_dict(), "classes": 7, "dataset": "rafdb"}, path)
     with pytest.raises(CheckpointError, match="entry 'classes' should be"):
-        load_trained(path)
+        POSTERV2.load_trained(path)
 
 
 def test_bad_arguments_of_the_model_api():

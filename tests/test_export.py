@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from poster_fast import POSTERV2, extras, load_checkpoint
-from poster_fast.checkpoint import (load_trained, read_safetensors, save_model,
-                                    save_pretrained, save_safetensors)
+from poster_fast.checkpoint import save_model
+from poster_fast.hub import read_safetensors, save_safetensors
 from poster_fast.commands.cli import main
 from poster_fast.errors import CheckpointError, UsageError
 from poster_fast.ops.validate import check_inputs
@@ -224,7 +224,7 @@ def test_safetensors_round_trip_of_a_channels_last_model(trained, tmp_path):
     loaded = POSTERV2.from_checkpoint(path)
     assert equal_states(loaded.state_dict(), state)
     load_checkpoint(loaded, path)  # the file path itself, as for the authors' files
-    loaded, recorded = load_trained(path)
+    loaded, recorded = POSTERV2.load_trained(path)
     assert recorded == {"num_classes": 7, "dataset": "custom", "classes": NAMES}
     assert equal_states(loaded.state_dict(), state)
 

@@ -155,7 +155,7 @@ def test_train_and_evaluate_need_only_their_extra(tmp_path):
 
 def test_one_version(capsys):
     assert "version" in PROJECT["project"]["dynamic"] and "version" not in PROJECT["project"]
-    assert PROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "poster_fast.__version__"}
+    assert PROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "poster_fast.version.__version__"}
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out == f"poster-fast {poster_fast.__version__}\n"
@@ -170,4 +170,4 @@ def test_setup_without_torch_says_what_works():
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.startswith("poster_fast: cannot build without torch.")
     assert "    pip install --no-build-isolation .\n" in proc.stderr
-    assert proc.stderr.strip() in (ROOT / "README.md").read_text()  # quoted there in full
+    assert proc.stderr.strip() in (ROOT / "docs" / "install.md").read_text()  # quoted there in full

@@ -16,7 +16,8 @@ from command_utils import FakeClassifier, photo
 from poster_fast.commands.cli import main
 from poster_fast.files import atomic_path, remove_stale_temps
 from poster_fast.inference import outputs
-from poster_fast.inference.photos import FaceBatches, collect_inputs, predict_photos
+from poster_fast.inference.crops import FaceBatches
+from poster_fast.inference.predict import collect_inputs, predict_files
 
 RANDOM = ["--allow-random", "--no-detect", "--image-size", "32", "--quiet", "--device", "cpu"]
 
@@ -72,7 +73,7 @@ def test_one_failed_output_does_not_lose_the_others(tmp_path, monkeypatch, capsy
 
 def test_non_finite_outputs_are_errors_and_the_json_stays_valid(tmp_path):
     files = [str(photo(tmp_path / f"p{i}.png", i)) for i in range(3)]
-    results = predict_photos(files, FakeClassifier(nan=lambda i: i == 1), None, image_size=8, progress=False)
+    results = predict_files(files, FakeClassifier(nan=lambda i: i == 1), None, image_size=8, progress=False)
     assert [r.classified for r in results] == [1, 0, 1]
     assert "the model output is not finite (nan)" in results[1].error
     doc = strict_json(outputs.json_document(results, ["x", "y"], None))
@@ -86,21 +87,21 @@ def test_non_finite_outputs_are_errors_and_the_json_stays_valid(tmp_path):
 def test_memory_is_bounded_by_the_face_crops_not_the_photos(tmp_path, monkeypatch):
     """All photos wait for one batch (batch 100): none of the decoded photos is alive when the
     batch runs, with or without annotations (the annotator reads each photo again)."""
-    import poster_fast.inference.photos as photos
+    import poster_fast.inference.predict as predict
 
     alive: list[weakref.ref] = []
-    real = photos.load_image
+    real = predict.load_image
 
     def load(path):
         img = real(path)
         alive.append(weakref.ref(img))
         return img
-    monkeypatch.setattr(photos, "load_image", load)
+    monkeypatch.setattr(predict, "load_image", load)
     files = [str(photo(tmp_path / f"p{i}.png", i, size=(300, 200))) for i in range(5)]
     for annotator in (None, outputs.Annotator(tmp_path / "ann")):
         classifier = FakeClassifier(alive=alive)
-        predict_photos(files, classifier, None, image_size=8, batch_size=100, on_classified=annotator,
-                       progress=False)
+        predict_files(files, classifier, None, image_size=8, batch_size=100, on_classified=annotator,
+                      progress=False)
         assert classifier.alive_at_batch == [0]
     assert annotator.failed == [] and len(list((tmp_path / "ann").iterdir())) == 5
 
@@ -109,9 +110,9 @@ def test_face_batches_refuse_bad_sizes():
     with pytest.raises(ValueError, match="batch_size: expected an integer >= 1, got 0"):
         FaceBatches(FakeClassifier(), 0)
     with pytest.raises(ValueError, match="margin: expected a finite number from 0 to 10, got -1"):
-        predict_photos([], FakeClassifier(), None, margin=-1.0, progress=False)
+        predict_files([], FakeClassifier(), None, margin=-1.0, progress=False)
     with pytest.raises(TypeError, match="image_size: expected an integer from 1 to 1024, got '224' \\(str\\)"):
-        predict_photos([], FakeClassifier(), None, image_size="224", progress=False)
+        predict_files([], FakeClassifier(), None, image_size="224", progress=False)
 
 
 def test_input_folders_links_loops_hidden_and_repeats(tmp_path):

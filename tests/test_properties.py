@@ -147,12 +147,12 @@ def test_op_arguments(b, h, d, windows, window, n, table_rows, scale, backend):
 @settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(image_size=st.one_of(ANY, st.integers(1, 64)), margin=st.one_of(ANY, st.floats(0, 10)),
        batch_size=st.one_of(ANY, st.integers(1, 4)))
-def test_predict_photos_arguments(image_size, margin, batch_size, tmp_path):
-    from poster_fast.inference.photos import predict_photos
+def test_predict_files_arguments(image_size, margin, batch_size, tmp_path):
+    from poster_fast.inference.predict import predict_files
 
     files = [str(photo(tmp_path / "p.png", 0)), str(photo(tmp_path / "q.png", 1))]
-    result = named_error(lambda: predict_photos(files, FakeClassifier(), None, image_size=image_size, margin=margin,
-                                                batch_size=batch_size, progress=False))
+    result = named_error(lambda: predict_files(files, FakeClassifier(), None, image_size=image_size, margin=margin,
+                                               batch_size=batch_size, progress=False))
     if isinstance(result, list):
         assert [r.classified for r in result] == [1, 1]
 

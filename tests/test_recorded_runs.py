@@ -14,11 +14,12 @@ import torch
 
 import poster_fast
 from poster_fast import POSTERV2
-from poster_fast.checkpoint import load_trained
+from poster_fast.checkpoint import check_record
+from poster_fast.checkpoint import describe_record as describe
 from poster_fast.commands.cli import main
 from poster_fast.device import hardware, native_bf16
 from poster_fast.errors import CheckpointError
-from poster_fast.training.record import check_record, describe, software_versions
+from poster_fast.training.record import software_versions
 from test_train import TRAIN_ARGS, make_folder
 
 ARGS = [a if a != "1e-3" else "0.0007" for a in TRAIN_ARGS] + ["--seed", "5", "--max-steps", "1"]
@@ -118,7 +119,7 @@ def test_a_checkpoint_without_a_record_loads_and_evaluates(data, run, tmp_path, 
     torch.save(old, tmp_path / "old.pt")
     torch.save({"state_dict": old["state_dict"]}, tmp_path / "bare.pt")  # as the authors' files
     for name in ("old.pt", "bare.pt"):
-        model, meta = load_trained(tmp_path / name)
+        model, meta = POSTERV2.load_trained(tmp_path / name)
         assert "run" not in meta and model.num_classes == 2
         capsys.readouterr()
         assert main(["evaluate", "--data", str(data), "--checkpoint", str(tmp_path / name), "--workers", "0",
@@ -147,7 +148,7 @@ def test_a_malformed_record_is_a_checkpoint_error_naming_the_file(data, run, tmp
         obj["run"] = record
     torch.save(obj, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match="bad.pt: entry 'run' is not the record of a training run: ") as err:
-        load_trained(tmp_path / "bad.pt")
+        POSTERV2.load_trained(tmp_path / "bad.pt")
     assert message in str(err.value)
     assert main(["evaluate", "--data", str(data), "--checkpoint", str(tmp_path / "bad.pt"), "--device", "cpu"]) == 2
     assert message in capsys.readouterr().err
@@ -155,11 +156,11 @@ def test_a_malformed_record_is_a_checkpoint_error_naming_the_file(data, run, tmp
 
 def test_exported_files_carry_the_record(run, tmp_path):
     out, _ = run
-    _, meta = load_trained(out / "best.pt")
+    _, meta = POSTERV2.load_trained(out / "best.pt")
     assert main(["export", str(out / "best.pt"), "--safetensors", str(tmp_path / "m.safetensors"),
                  "--pretrained", str(tmp_path / "pretrained")]) == 0
     for exported in (tmp_path / "m.safetensors", tmp_path / "pretrained"):
-        _, config = load_trained(exported)
+        _, config = POSTERV2.load_trained(exported)
         assert config["run"] == meta["run"] and config["epoch"] == meta["epoch"], exported
     POSTERV2.from_pretrained(tmp_path / "pretrained").save_pretrained(tmp_path / "again")
     assert json.loads((tmp_path / "again" / "config.json").read_text())["run"] == meta["run"]

@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from poster_fast.ops.backends import triton as triton_backend
-from wmca_utils import Case, assert_within_reference_error, forward_and_grads, make_inputs, reference_results
+from poster_fast.model import LEVELS as MODEL_LEVELS
+from wmca_utils import (Case, assert_within_reference_error, forward_and_grads, level_cases, make_inputs,
+                        reference_results)
 
 pytestmark = [
     pytest.mark.skipif(not triton_backend.FOUND, reason="triton is not installed"),
@@ -26,7 +28,7 @@ if triton_backend.FOUND:
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 TUNED = ("_fwd_kernel", "_dkdv_kernel", "_dq_kernel", "_dtable_kernel")
-LEVELS = {"L1": Case(2, 1, 2, (28, 28), 32), "L2": Case(4, 1, 4, (14, 14), 32), "L3": Case(8, 1, 8, (7, 7), 32)}
+LEVELS = level_cases()
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -110,7 +112,9 @@ def test_table_tiling(window: tuple[int, int], tiling: tuple[int, int, int]) -> 
 def test_table_partial_buffer_is_bounded(batch: int) -> None:
     """At most TABLE_PROGRAMS tiles (plus one per offset), and linear in N: never a buffer of
     all the dS tiles."""
-    for wh, ww, heads in ((28, 28, 2), (14, 14, 4), (7, 7, 8)):
+    for level in MODEL_LEVELS:
+        wh = ww = level.window
+        heads = level.heads
         _, _, nt = launch.table_tiling(wh, ww)
         iters, slots = launch.table_slots(batch, nt, heads)
         extra = (2 * nt - 1) * heads

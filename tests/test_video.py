@@ -18,7 +18,8 @@ from command_utils import BASE, FakeClassifier, place, run, work  # noqa: F401  
 from poster_fast.commands.cli import main
 from poster_fast.faces import FaceDetector
 from poster_fast.inference import outputs
-from poster_fast.inference.photos import PhotoResult, predict_photos
+from poster_fast.inference.crops import PhotoResult
+from poster_fast.inference.predict import predict_files
 from poster_fast.inference.video import NEEDS_OPENCV, VideoResult
 
 cv2 = pytest.importorskip("cv2")
@@ -77,7 +78,7 @@ def classifier():
 @pytest.fixture(scope="module")
 def timeline(clip, classifier):
     """The video classified frame by frame, batch 16 (larger than a frame's faces)."""
-    (video,) = predict_photos([clip / "clip.mp4"], classifier, FaceDetector(), batch_size=16, progress=False)
+    (video,) = predict_files([clip / "clip.mp4"], classifier, FaceDetector(), batch_size=16, progress=False)
     return video
 
 
@@ -99,7 +100,7 @@ def test_faces_on_every_frame_and_the_timeline(timeline):
 
 @pytest.mark.parametrize("every", [3, 4])
 def test_every_n_picks_frames_0_n_2n(clip, every):
-    (video,) = predict_photos([clip / "clip.mp4"], FakeClassifier(), None, every=every, progress=False)
+    (video,) = predict_files([clip / "clip.mp4"], FakeClassifier(), None, every=every, progress=False)
     assert [f.index for f in video.frames] == list(range(0, FRAMES, every))
     assert [f.time for f in video.frames] == pytest.approx([i / FPS for i in range(0, FRAMES, every)])
     assert video.frames_read == FRAMES and video.every == every
@@ -118,8 +119,8 @@ def test_crops_batch_across_frames_with_the_same_results(clip, classifier, timel
     sampled = timeline.frames[::3]
     for batch_size in (1, 3):
         sizes.clear()
-        (video,) = predict_photos([clip / "clip.mp4"], classifier, FaceDetector(), batch_size=batch_size, every=3,
-                                  progress=False)
+        (video,) = predict_files([clip / "clip.mp4"], classifier, FaceDetector(), batch_size=batch_size, every=3,
+                                 progress=False)
         assert sum(sizes) == sum(len(f.faces) for f in sampled) and max(sizes) == batch_size
         assert sizes[0] == batch_size and (batch_size == 1 or len(sampled[0].faces) < batch_size)
         for frame, expected in zip(video.frames, sampled, strict=True):
@@ -134,7 +135,7 @@ def test_frame_probabilities_match_the_frame_classified_as_a_photo(clip, classif
     for i in (0, 3, 9):
         files.append(tmp_path / f"frame{i}.png")
         Image.fromarray(frames[i]).save(files[-1])
-    photos = predict_photos(files, classifier, FaceDetector(), batch_size=16, progress=False)
+    photos = predict_files(files, classifier, FaceDetector(), batch_size=16, progress=False)
     for i, photo in zip((0, 3, 9), photos):
         assert isinstance(photo, PhotoResult) and photo.error is None
         frame = timeline.frames[i]
@@ -185,7 +186,7 @@ def test_command_outputs_annotated_video_and_an_unreadable_video(clip, tmp_path,
 def test_annotated_video_falls_back_to_avi(clip, tmp_path, monkeypatch):
     monkeypatch.setattr(outputs, "VIDEO_CODECS", (("XXXX", ".mp4"), ("MJPG", ".avi")))
     annotator = outputs.Annotator(tmp_path)
-    predict_photos([clip / "clip.mp4"], FakeClassifier(), None, every=5, on_classified=annotator, progress=False)
+    predict_files([clip / "clip.mp4"], FakeClassifier(), None, every=5, on_classified=annotator, progress=False)
     annotator.close()
     assert annotator.failed == [] and annotator.videos_written == 1
     frames, _ = read_video(tmp_path / "clip.avi")
@@ -194,8 +195,8 @@ def test_annotated_video_falls_back_to_avi(clip, tmp_path, monkeypatch):
 
 
 def test_corrupt_video_does_not_stop_the_photos(clip):
-    results = predict_photos([clip / "corrupt.mp4", clip / "astronaut.png"], FakeClassifier(), FaceDetector(),
-                             progress=False)
+    results = predict_files([clip / "corrupt.mp4", clip / "astronaut.png"], FakeClassifier(), FaceDetector(),
+                            progress=False)
     assert "cannot open video" in results[0].error and results[0].classified == 0
     assert results[1].error is None and results[1].classified == 1
 
@@ -205,8 +206,8 @@ def test_without_opencv_a_video_is_a_per_file_error(clip, monkeypatch):
     monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 -> ImportError
     detector = FaceDetector()
     assert detector.name.startswith("opencv-lbp")
-    video, photo = predict_photos([clip / "clip.mp4", clip / "astronaut.png"], FakeClassifier(), detector,
-                                  progress=False)
+    video, photo = predict_files([clip / "clip.mp4", clip / "astronaut.png"], FakeClassifier(), detector,
+                                 progress=False)
     assert video.error == NEEDS_OPENCV and video.frames == []
     assert photo.classified == 1
 
@@ -226,7 +227,7 @@ def test_memory_is_bounded_by_the_crops_not_the_frames(clip, monkeypatch):
             return img
     monkeypatch.setattr(video_module, "Image", Recording)
     classifier = FakeClassifier(alive=alive)
-    (video,) = predict_photos([clip / "clip.mp4"], classifier, None, batch_size=100, progress=False)
+    (video,) = predict_files([clip / "clip.mp4"], classifier, None, batch_size=100, progress=False)
     assert len(video.frames) == FRAMES and len(alive) == FRAMES and classifier.alive_at_batch == [0]
 
 
@@ -236,4 +237,4 @@ def test_every_must_be_a_positive_integer(value, place, work, capsys):  # noqa: 
     assert code == 2 and err.count("\n") == 1 and not work, err
     assert err.startswith(f"poster-fast predict: error: argument --every: expected an integer >= 1, got '{value}'")
     with pytest.raises(ValueError, match="every: expected an integer >= 1"):
-        predict_photos([], FakeClassifier(), None, every=0, progress=False)
+        predict_files([], FakeClassifier(), None, every=0, progress=False)

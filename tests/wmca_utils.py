@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from poster_fast.model import LEVELS
 from poster_fast.ops import window_cross_attention
 from poster_fast.ops.validate import table_rows
 
@@ -37,6 +38,14 @@ class Case:
     @property
     def out_shape(self) -> tuple[int, int, int, int]:
         return (self.batch * self.windows, self.heads, self.tokens, self.head_dim)
+
+
+def level_cases(batch=lambda i: 2 ** i, name: str = "L{}") -> dict[str, Case]:
+    """POSTER's three levels (poster_fast.model.LEVELS) as Cases of one window per image, named
+    `name` with the level's number (1, 2, 3); level i gets `batch(i)` images (default 2, 4, 8:
+    more where the windows are smaller)."""
+    return {name.format(i): Case(batch(i), 1, level.heads, (level.window, level.window), level.head_dim)
+            for i, level in enumerate(LEVELS, start=1)}
 
 
 def strided(t: torch.Tensor) -> torch.Tensor:

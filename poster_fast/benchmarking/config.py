@@ -1,16 +1,17 @@
-"""What a bench run measures and how (standard library only: the command imports it for its
-option choices without importing torch)."""
+"""What a bench run measures and how (no torch: the command imports it for its option choices;
+model.LEVELS comes from the model package's light face)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .. import model
+
 if TYPE_CHECKING:
     import torch
 
-SCHEMA = 2  # version of the JSON layout (README "Benchmarks")
-LEVELS = {1: (28, 2), 2: (14, 4), 3: (7, 8)}  # POSTER level -> (window side, heads); D = 32
-HEAD_DIM = 32
+SCHEMA = 2  # version of the JSON layout (docs/benchmarks.md)
+LEVELS = dict(enumerate(model.LEVELS, start=1))  # POSTER's levels by number, as --levels and the rows name them
 DTYPE_NAMES = ("fp32", "bf16", "fp16")
 SECTIONS = ("budget", "ops", "infer", "train", "latency")
 MODEL_SECTIONS = ("infer", "train", "latency")

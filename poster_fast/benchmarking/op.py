@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from .. import ops
 from .cards import Card
-from .config import BASELINES, HEAD_DIM, LEVELS, TIMED_LAST, Config
+from .config import BASELINES, LEVELS, TIMED_LAST, Config
 from .timing import Deadline, Progress, time_ms
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -50,11 +50,15 @@ class OpCase:
 
     @property
     def window(self) -> int:
-        return LEVELS[self.level][0]
+        return LEVELS[self.level].window
 
     @property
     def heads(self) -> int:
-        return LEVELS[self.level][1]
+        return LEVELS[self.level].heads
+
+    @property
+    def head_dim(self) -> int:
+        return LEVELS[self.level].head_dim
 
     @property
     def tokens(self) -> int:
@@ -62,7 +66,7 @@ class OpCase:
 
     @property
     def fwd_flops(self) -> float:
-        return 4.0 * self.batch * self.heads * self.tokens ** 2 * HEAD_DIM  # nW = 1
+        return 4.0 * self.batch * self.heads * self.tokens ** 2 * self.head_dim  # nW = 1
 
     def flops(self, pass_: str) -> float:
         return self.fwd_flops * (FWDBWD_FACTOR if pass_ == "fwdbwd" else 1.0)
@@ -70,7 +74,7 @@ class OpCase:
     def bytes_moved(self, pass_: str) -> float:
         """The minimum bytes the pass reads and writes (module docstring)."""
         e, t_e = _itemsize(self.dtype), _itemsize(self.table.dtype)
-        q = self.batch * self.heads * self.tokens * HEAD_DIM
+        q = self.batch * self.heads * self.tokens * self.head_dim
         kv = q  # nW = 1
         table, lse = self.table.numel(), self.batch * self.heads * self.tokens
         if pass_ == "fwd":
@@ -85,7 +89,7 @@ def _itemsize(dtype: torch.dtype) -> int:
 def make_case(level: int, batch: int, dtype: torch.dtype, device: torch.device, seed: int = 0) -> OpCase:
     case = OpCase(level, batch, dtype, device)
     gen = torch.Generator(device=device).manual_seed(seed)
-    shape = (batch, case.heads, case.tokens, HEAD_DIM)
+    shape = (batch, case.heads, case.tokens, case.head_dim)
     set_bytes = 3 * math.prod(shape) * _itemsize(dtype)
     n_sets = min(8, max(2, math.ceil(ROTATE_BYTES / set_bytes)))
     rand = lambda *s: torch.randn(*s, generator=gen, device=device).to(dtype).requires_grad_()
@@ -98,7 +102,7 @@ def make_case(level: int, batch: int, dtype: torch.dtype, device: torch.device, 
 
 # ------------------------------------------------------------------------------ backends
 def fused_backends() -> list[str]:
-    """The registered backends other than the baselines, in the registry's (auto priority) order."""
+    """The registered backends other than the baselines, in the registry's order (ops.BACKENDS)."""
     return [n for n in ops.registered() if n not in BASELINES]
 
 
@@ -113,7 +117,7 @@ def _sdpa_mask(window: int) -> OpFn:
     def run(q, k, v, table):
         bias = relative_position_bias(table, (window, window)).unsqueeze(0).to(q.dtype)
         q_win = q.unsqueeze(1).expand(q.shape[0], k.shape[0] // q.shape[0], *q.shape[1:]).reshape(k.shape)
-        return F.scaled_dot_product_attention(q_win, k, v, attn_mask=bias, scale=HEAD_DIM ** -0.5)
+        return F.scaled_dot_product_attention(q_win, k, v, attn_mask=bias, scale=q.shape[-1] ** -0.5)
     return run
 
 
@@ -131,7 +135,7 @@ def _flex(window: int, device: torch.device) -> OpFn:
     def run(q, k, v, table):
         def score_mod(score, b, h, q_idx, kv_idx):
             return score + table[index[q_idx, kv_idx], h]
-        return compiled(q, k, v, score_mod=score_mod, scale=HEAD_DIM ** -0.5)
+        return compiled(q, k, v, score_mod=score_mod, scale=q.shape[-1] ** -0.5)
     return run
 
 
@@ -206,9 +210,9 @@ def plan_rows(cfg: Config) -> tuple[list[Row], list[Row]]:
 
 
 def _row(level: int, batch: int, dtype: str, backend: str) -> Row:
-    window, heads = LEVELS[level]
-    return {"level": level, "window": window, "heads": heads, "tokens": window ** 2,
-            "head_dim": HEAD_DIM, "batch": batch, "dtype": dtype, "backend": backend,
+    shape = LEVELS[level]
+    return {"level": level, "window": shape.window, "heads": shape.heads, "tokens": shape.tokens,
+            "head_dim": shape.head_dim, "batch": batch, "dtype": dtype, "backend": backend,
             "status": "pending", "reason": ""}
 
 

@@ -1,13 +1,10 @@
-"""The bench's printed tables and its JSON file (standard library only)."""
+"""The bench's printed tables (standard library only; runner.py writes its JSON)."""
 from __future__ import annotations
 
-import json
 import math
-import os
-from pathlib import Path
 from typing import Any
 
-from .config import HEAD_DIM
+from .config import LEVELS
 
 Row = dict[str, Any]
 
@@ -60,7 +57,8 @@ def format_ops(rows: list[Row], card: dict[str, Any] | None, title: str = "W-MCS
                       cell(r, f"{p}_flops_pct", ".1f"), cell(r, f"{p}_gb_s", "sig"), cell(r, f"{p}_bw_pct", ".1f")]
         body.append(cells + [cell(r, "max_rel_err", ".1e")])
     b = rows[0]["batch"] if rows else 0
-    head = (f"{title}, batch {b}, D={HEAD_DIM}, nW=1: median ms; x eager = reference time / time (same run); "
+    head_dims = "/".join(sorted({str(level.head_dim) for level in LEVELS.values()}))
+    head = (f"{title}, batch {b}, D={head_dims}, nW=1: median ms; x eager = reference time / time (same run); "
             "TFLOP/s: fwd = 4BHN^2D, fwd+bwd = 3.5 x fwd; GB/s: minimum bytes moved; error vs float64\n"
             + card_line(card))
     notes = _notes(rows, lambda r: f"{r['level']}/{r['dtype']}")
@@ -84,10 +82,3 @@ def format_model(rows: list[Row], notes: list[str], fast_why: str) -> str:
     status = _notes(rows, lambda r: r["dtype"])
     return "\n".join([head, table(headers, body)] + (["not timed, or not fully:"] + status if status else [])
                      + [f"note: {n}" for n in notes])
-
-
-def write_json(path: Path, result: dict[str, Any]) -> None:
-    """Replace `path` atomically (a run killed while writing leaves the previous version)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, path)

@@ -1,6 +1,6 @@
 """One bench run: the selected sections in a fixed order, the JSON rewritten after every row.
 
-Order: budget; op rows of the fused backends (auto priority order), then the reference and
+Order: budget; op rows of the fused backends (in ops.BACKENDS order), then the reference and
 sdpa_mask baselines, per dtype and level; the model rows; FlexAttention's op rows last (its
 compiles are slow). Rows are planned up front as "pending"; a row not started when the soft
 time limit has passed is recorded as "cut", and an interrupt (SIGINT) marks the running row
@@ -18,9 +18,10 @@ import torch
 
 from . import model, op
 from ..device import choose_precision, hardware
+from ..files import write_json
 from .cards import card_for
 from .config import MODEL_SECTIONS, SCHEMA, Config
-from .report import format_model, format_ops, write_json
+from .report import format_model, format_ops
 from .timing import Deadline, Progress
 
 OP_FLOORS = {

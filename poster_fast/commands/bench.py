@@ -1,7 +1,7 @@
 """`poster-fast bench`: how much faster, at the same answer.
 
 Budget, W-MCSA op and model tables, measured in one process so every ratio compares numbers
-from the same run (README "Benchmarks"; the library is poster_fast.benchmarking). Only the
+from the same run (docs/benchmarks.md; the library is poster_fast.benchmarking). Only the
 standard library is imported here: torch and the kernels load when the command runs.
 `python -m poster_fast.commands.bench` runs this command alone (benchmarks/gpu_check.sh).
 """

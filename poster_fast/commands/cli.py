@@ -15,7 +15,7 @@ import sys
 from types import ModuleType
 from typing import NoReturn, Sequence
 
-from .. import __version__
+from ..version import __version__
 from ..errors import CheckpointError, DataError, RunError, UsageError
 
 # name -> (module, one-line help)
@@ -45,7 +45,7 @@ EXIT_STATUS: dict[int, tuple[str, tuple[str, ...]]] = {
 
 
 def exit_status_text(command: str | None = None) -> str:
-    """The exit statuses of `command` (all of them for None), for --help epilogs and the README."""
+    """The exit statuses of `command` (all of them for None), for --help epilogs and docs/design.md."""
     rows = [(code, text) for code, (text, users) in EXIT_STATUS.items() if command is None or command in users]
     return "exit status:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in rows)
 

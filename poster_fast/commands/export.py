@@ -9,7 +9,7 @@ from ..checks import IMAGE_SIZE, Range
 from ..data.labels import DATASETS
 from ..errors import RunError, UsageError
 from ..extras import require
-from .options import check_checkpoint, comma_list, number
+from .options import add_trusted_option, check_checkpoint, comma_list, number
 
 MIN_OPSET = 18  # poster_fast.export.MIN_OPSET (this module imports no torch)
 OPSET = Range(MIN_OPSET, 99, integer=True)
@@ -35,10 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="record this dataset's class names (default: the checkpoint's)")
     p.add_argument("--classes", type=comma_list,
                    help="comma-separated class names in model output order to record (overrides all)")
-    p.add_argument("--trusted", action="store_true",
-                   help="also read checkpoint files that pickle Python objects besides tensors (the "
-                        "authors' training checkpoints); unpickling runs code from the file, so use it "
-                        "only for files you trust")
+    add_trusted_option(p)
     p.add_argument("--image-size", type=number(IMAGE_SIZE), default=224,
                    help="the ONNX model's input height and width")
     p.add_argument("--opset", type=number(OPSET), default=MIN_OPSET, help=f"ONNX opset ({MIN_OPSET} or later)")
@@ -63,15 +60,16 @@ def validate(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     validate(args)
-    from ..checkpoint import check_export_dir, check_export_file, load_trained, save_pretrained, save_safetensors
     from ..data.labels import class_names
+    from ..hub import check_export_dir, check_export_file, hub_upload, save_pretrained, save_safetensors
+    from ..model import POSTERV2
 
     for option, path in (("--onnx", args.onnx), ("--safetensors", args.safetensors)):
         if path:
             check_export_file(path, args.force, option)
     if args.pretrained:
         check_export_dir(args.pretrained, args.force, "--pretrained")
-    model, recorded = load_trained(args.checkpoint, args.trusted)
+    model, recorded = POSTERV2.load_trained(args.checkpoint, args.trusted)
     common = dict(classes=class_names(model.num_classes, recorded, args.dataset, args.classes),
                  dataset=args.dataset or recorded.get("dataset"), recorded=recorded, overwrite=args.force)
     if args.safetensors:
@@ -81,8 +79,6 @@ def run(args: argparse.Namespace) -> int:
         save_pretrained(args.pretrained, model, **common)
         print(f"wrote {args.pretrained}/ (config.json, model.safetensors)", file=sys.stderr)
         if args.push_to_hub:
-            from ..export import hub_upload
-
             hub_upload(args.pretrained, args.push_to_hub)
             print(f"uploaded {args.pretrained}/ to the Hugging Face Hub repository {args.push_to_hub}",
                   file=sys.stderr)

@@ -11,10 +11,10 @@ from ..data.labels import DATASETS, label_table
 from ..device import PRECISIONS
 from ..errors import UsageError
 from ..files import check_input
+from ..ops import BACKENDS
 from ..training.options import AMP_MODES, LIMITS, TrainOptions
 
-# The W-MCSA backends by name (poster_fast.ops.registered() and "auto"; tests/test_cli.py checks).
-ATTN_BACKENDS = ("auto", "triton", "cuda", "cpu", "reference")
+ATTN_BACKENDS = ("auto", *BACKENDS)
 
 
 def number(limits: Range) -> Callable[[str], Any]:
@@ -47,6 +47,11 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                                     "under torchrun: one GPU per process)")
     p.add_argument("--attn-backend", default="auto", choices=ATTN_BACKENDS,
                    help="W-MCSA backend (see poster_fast.ops.explain)")
+    add_trusted_option(p)
+
+
+def add_trusted_option(p: argparse.ArgumentParser) -> None:
+    """--trusted: whether checkpoint files may hold pickled Python objects."""
     p.add_argument("--trusted", action="store_true",
                    help="also read checkpoint files that pickle Python objects besides tensors (the "
                         "authors' training checkpoints); unpickling runs code from the file, so use it "
@@ -61,7 +66,7 @@ def add_inference_options(p: argparse.ArgumentParser) -> None:
                         "newer; else fp32)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model (on CUDA with CUDA graphs, on the CPU with Inductor "
-                        "freezing): minutes of compiling first, see the README for when it pays")
+                        "freezing): minutes of compiling first, see docs/design.md for when it pays")
 
 
 def add_data_options(p: argparse.ArgumentParser, amp: bool = True, resumable: bool = False) -> None:
@@ -113,14 +118,13 @@ def check_attn_backend(name: str, device: str | None) -> None:
     import torch
 
     from .. import ops
-    from ..model.posterv2 import DIMS, HEADS, WINDOWS
-    from ..ops.validate import WindowProblem
+    from ..model import LEVELS
 
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     why: list[str] = []
-    for dim, heads, window in zip(DIMS, HEADS, WINDOWS):
-        problem = WindowProblem(1, 1, heads, window * window, dim // heads, (window, window),
-                                (dim // heads) ** -0.5, torch.float32, dev)
+    for level in LEVELS:
+        problem = ops.WindowProblem(1, 1, level.heads, level.tokens, level.head_dim, (level.window, level.window),
+                                    level.head_dim ** -0.5, torch.float32, dev)
         why += [w for w in ops.reasons(name, problem) if w not in why]
     if why:
         raise UsageError(f"--attn-backend {name} cannot run on {dev}: {'; '.join(why)}")

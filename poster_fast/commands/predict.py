@@ -9,7 +9,7 @@ from ..checks import BATCH_SIZE, CROP_MARGIN, FRAME_STEP, IMAGE_SIZE
 from ..data.labels import DATASETS
 from ..errors import RunError, UsageError
 from ..extras import require
-from ..files import check_input, check_output_dir, check_output_file
+from ..files import check_output_dir, check_output_file
 from .options import (add_inference_options, add_model_options, check_checkpoint, check_model_options, comma_list,
                       dataset_tables, number)
 
@@ -51,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def check(args: argparse.Namespace) -> list[Path]:
     """Every option that cannot be used, before any work; creates the output folders. Returns
     the input files (which no output may overwrite)."""
-    from ..inference.photos import collect_inputs
+    from ..inference.predict import collect_inputs
 
     if not args.checkpoint and not args.allow_random:
         raise UsageError("--checkpoint is required: an untrained model gives meaningless labels "
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from ..faces import FaceDetector
     from ..inference.classifier import load_classifier, random_classifier
     from ..inference.outputs import Annotator, write_outputs
-    from ..inference.photos import predict_photos
+    from ..inference.predict import predict_files
     from ..inference.video import VideoResult
 
     model_options = {"attn_backend": args.attn_backend, "device": args.device, "dataset": args.dataset,
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     annotator = Annotator(Path(args.annotate), reserved) if args.annotate else None
     finished = False
     try:
-        results = predict_photos(
+        results = predict_files(
             args.inputs, classifier, None if args.no_detect else FaceDetector(), image_size=args.image_size,
             margin=args.margin, batch_size=args.batch_size, every=args.every, on_classified=annotator,
             progress=not args.quiet)

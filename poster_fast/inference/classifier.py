@@ -11,7 +11,6 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..checkpoint import load_trained
 from ..data.labels import class_names, get_recipe
 from ..device import Hardware, Precision, choose_precision, default_device, hardware
 from ..model import POSTERV2
@@ -57,9 +56,18 @@ def prepare_for_inference(model: POSTERV2, device: torch.device, precision: str 
     """`model` as predict and evaluate run it on `device`: `poster_fast.optimize` in inference
     mode (BatchNorm folded, channels-last, weights held in the chosen precision, logits in
     float32) with the options `inference_options` gives for the device ("auto": bf16 where the
-    device computes it natively, else fp32). `attn_backend`: the W-MCSA backend (default: the
-    model's). `model` is moved to `device` and put in eval mode. Returns the model to run and
-    the precision chosen."""
+    device computes it natively, else fp32). `model` is moved to `device` and put in eval mode.
+
+    Args:
+        model: a POSTERV2.
+        device: where it runs.
+        precision: "auto", "fp32", "bf16" or "fp16".
+        compile: torch.compile it (CUDA graphs on CUDA, Inductor's freezing on the CPU).
+        attn_backend: the W-MCSA backend (default: the model's).
+
+    Returns:
+        (the model to run, the precision chosen and why).
+    """
     from ..optimize import optimize
 
     chosen, options = inference_options(hardware(device), precision, compile)
@@ -78,9 +86,20 @@ def load_classifier(checkpoint: str | os.PathLike, *, trusted: bool = False, att
                     device: str | None = None, dataset: str | None = None,
                     classes: Sequence[str] | None = None, folders: Sequence[str] | None = None,
                     precision: str = "auto", compile: bool = False) -> Classifier:
-    """The model in `checkpoint`, named by data.labels.class_names (`folders`: the class folders
-    of a split it will be evaluated on), prepared by `prepare_for_inference`."""
-    model, recorded = load_trained(checkpoint, trusted, attn_backend)
+    """The model in a file, ready for inference.
+
+    Args:
+        checkpoint: any file POSTERV2.load_trained reads.
+        trusted: allow files that pickle Python objects besides tensors.
+        attn_backend, device, precision, compile: how it runs (`prepare_for_inference`).
+        dataset, classes: name its outputs (data.labels.class_names: `classes`, else
+            `dataset`'s table, else the names the file records, else its dataset's table).
+        folders: the class folders of a split it will be evaluated on (checked against the names).
+
+    Returns:
+        The Classifier: the prepared model, its class names, device, precision and the file's metadata.
+    """
+    model, recorded = POSTERV2.load_trained(checkpoint, trusted, attn_backend)
     if dataset and not classes and recorded.get("dataset") not in (None, dataset):
         print(f"warning: the checkpoint was trained on {recorded['dataset']}, labelling as {dataset}",
               file=sys.stderr)

@@ -19,7 +19,8 @@ from PIL import Image, ImageDraw, ImageFont
 from ..data.images import load_image
 from ..errors import DataError
 from ..files import atomic_path, json_text
-from .photos import Face, PhotoResult, Result
+from .crops import Face, PhotoResult
+from .predict import Result
 from .video import FrameResult, VideoResult, frame_rate, open_video
 
 STDOUT = "-"

@@ -2,7 +2,7 @@
 
 A video is read with OpenCV (cv2.VideoCapture, imported only when a video is read). Frames
 0, N, 2N, ... (`every` = N) are decoded; their faces are found and cropped as a photo's are
-(photos.image_crops), and the crops join the batches of the photos' crops (photos.FaceBatches),
+(crops.image_crops), and the crops join the batches of the photos' crops (crops.FaceBatches),
 so that faces are batched across frames and files. A frame is dropped once its faces are
 cropped: memory is bounded by the batch of crops, as for photos. The result is a timeline, one
 FrameResult per processed frame."""
@@ -19,7 +19,7 @@ from PIL import Image
 from ..data.transforms import ToNormalizedTensor
 from ..errors import DataError
 from ..faces import FaceDetector
-from .photos import Face, PhotoResult, image_crops, no_face
+from .crops import Face, PhotoResult, image_crops, no_face
 
 NEEDS_OPENCV = "reading a video needs OpenCV (scikit-image reads photos only): pip install opencv-python-headless"
 

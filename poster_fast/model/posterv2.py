@@ -11,37 +11,21 @@ Module names follow the authors' `pyramid_trans_expr2` so their checkpoints load
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import Range, got
-from ..ops import registered
+from ..checks import NUM_CLASSES
+from ..ops import check_backend_name
+from ..pretrained import PretrainedMixin
 from .cross_fusion import FusionFeedForward, WindowCrossAttention, WindowNorm
 from .fusion_vit import EMBED_DIM, FusionViT
 from .ir50 import IR50
+from .levels import LEVELS
 from .mobilefacenet import MobileFaceNet
 
-DIMS = (64, 128, 256)
-HEADS = (2, 4, 8)
-WINDOWS = (28, 14, 7)
 DROP_PATH = (0.0, 0.125, 0.25)  # the first three of linspace(0, 0.5, 5)
 INPUT_SIZE = 112  # both backbones see a nearest-neighbour 112x112 resize of any input
-
-
-NUM_CLASSES = Range(1, integer=True)
-
-
-def check_attn_backend(name: object) -> None:
-    """attn_backend names a registered W-MCSA backend or "auto" (TypeError/ValueError otherwise)."""
-    known = ("auto", *registered())
-    if not isinstance(name, str):
-        raise TypeError(f"attn_backend: expected one of {', '.join(known)}, got {got(name)}")
-    if name not in known:
-        raise ValueError(f"attn_backend: expected one of {', '.join(known)}, got {name!r}")
 
 
 class PatchEmbed(nn.Module):
@@ -66,36 +50,41 @@ def tokens(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2)
 
 
-class POSTERV2(nn.Module):
+class POSTERV2(PretrainedMixin, nn.Module):
     """POSTER V2 classifier: (B, 3, H, W) ImageNet-normalised images -> (B, num_classes) logits.
 
-    `attn_backend` picks the W-MCSA implementation ("auto", "reference", "triton", "cpu",
-    "cuda"); see `poster_fast.ops.explain`. The landmark network is frozen and stays in eval
-    mode even under `model.train()` (the authors let its BatchNorm statistics drift).
+    The landmark network is frozen and stays in eval mode even under `model.train()` (the
+    authors let its BatchNorm statistics drift). Files: `from_checkpoint`, `from_pretrained`,
+    `load_trained`, `load_exported` and `save_pretrained` (pretrained.PretrainedMixin).
+
+    Args:
+        num_classes: the number of logits (7 or 8 for the paper's datasets; any count >= 1).
+        attn_backend: the W-MCSA implementation, "auto" or one of `poster_fast.ops.BACKENDS`
+            ("triton", "cuda", "cpu", "reference"); see `poster_fast.ops.explain`.
     """
 
     def __init__(self, num_classes: int = 7, attn_backend: str = "auto") -> None:
         super().__init__()
         num_classes = NUM_CLASSES.check("num_classes", num_classes)
-        check_attn_backend(attn_backend)
+        check_backend_name(attn_backend, "attn_backend")
         self.num_classes = num_classes
         self.face_landback = MobileFaceNet()
         self.face_landback.requires_grad_(False)
         self.VIT = FusionViT(num_classes)
         self.ir_back = IR50()
-        for i, (dim, heads, win) in enumerate(zip(DIMS, HEADS, WINDOWS), start=1):
-            self.add_module(f"attn{i}", WindowCrossAttention(dim, heads, win, attn_backend))
-        for i, (dim, win) in enumerate(zip(DIMS, WINDOWS), start=1):
-            self.add_module(f"window{i}", WindowNorm(win, dim))
-        for i, dim in enumerate(DIMS, start=1):
-            self.add_module(f"conv{i}", nn.Conv2d(dim, dim, 3, stride=2, padding=1))
-        for i, (dim, win, dp) in enumerate(zip(DIMS, WINDOWS, DROP_PATH), start=1):
-            self.add_module(f"ffn{i}", FusionFeedForward(dim, win, dp))
+        for i, level in enumerate(LEVELS, start=1):
+            self.add_module(f"attn{i}", WindowCrossAttention(level.dim, level.heads, level.window, attn_backend))
+        for i, level in enumerate(LEVELS, start=1):
+            self.add_module(f"window{i}", WindowNorm(level.window, level.dim))
+        for i, level in enumerate(LEVELS, start=1):
+            self.add_module(f"conv{i}", nn.Conv2d(level.dim, level.dim, 3, stride=2, padding=1))
+        for i, (level, dp) in enumerate(zip(LEVELS, DROP_PATH), start=1):
+            self.add_module(f"ffn{i}", FusionFeedForward(level.dim, level.window, dp))
         self.last_face_conv = nn.Conv2d(512, 256, 3, padding=1)
-        self.embed_q = nn.Sequential(nn.Conv2d(DIMS[0], EMBED_DIM, 3, stride=2, padding=1),
+        self.embed_q = nn.Sequential(nn.Conv2d(LEVELS[0].dim, EMBED_DIM, 3, stride=2, padding=1),
                                      nn.Conv2d(EMBED_DIM, EMBED_DIM, 3, stride=2, padding=1))
-        self.embed_k = nn.Sequential(nn.Conv2d(DIMS[1], EMBED_DIM, 3, stride=2, padding=1))
-        self.embed_v = PatchEmbed(DIMS[2], EMBED_DIM)
+        self.embed_k = nn.Sequential(nn.Conv2d(LEVELS[1].dim, EMBED_DIM, 3, stride=2, padding=1))
+        self.embed_v = PatchEmbed(LEVELS[2].dim, EMBED_DIM)
 
     @property
     def attn_backend(self) -> str:
@@ -103,7 +92,7 @@ class POSTERV2(nn.Module):
 
     @attn_backend.setter
     def attn_backend(self, name: str) -> None:
-        check_attn_backend(name)
+        check_backend_name(name, "attn_backend")
         for level in self.levels():
             level[1].attn_backend = name
 
@@ -124,7 +113,7 @@ class POSTERV2(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
             map1, map2, map3 = self.face_landback(x112)
         maps = (map1, map2, self.last_face_conv(map3))
-        return [to_queries(m, heads) for m, heads in zip(maps, HEADS)]
+        return [to_queries(m, level.heads) for m, level in zip(maps, LEVELS)]
 
     def cross_fusion(self, x112: torch.Tensor, queries: list[torch.Tensor]) -> list[torch.Tensor]:
         """Stage 2: IR-50 maps attend to the landmark queries; returns (B, C, h, w) per level."""
@@ -141,6 +130,8 @@ class POSTERV2(nn.Module):
                                   dim=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x, (B, 3, H, W) ImageNet-normalised images (any size: both backbones see a
+        112x112 nearest-neighbour resize). Returns: (B, num_classes) logits."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x: expected a tensor of images (B, 3, H, W), got {type(x).__name__}")
         if x.dim() != 4 or x.shape[1] != 3 or min(x.shape) < 1:
@@ -149,55 +140,3 @@ class POSTERV2(nn.Module):
             raise TypeError(f"x: expected floating-point (ImageNet-normalised) images, got {x.dtype}")
         x112 = F.interpolate(x, size=INPUT_SIZE)
         return self.multiscale_vit(self.cross_fusion(x112, self.landmark_queries(x112)))
-
-    @classmethod
-    def from_checkpoint(cls, path: Any, num_classes: int | None = None, trusted: bool = False,
-                        attn_backend: str = "auto") -> "POSTERV2":
-        """Build a model whose class count matches the checkpoint (or `num_classes`) and load it.
-
-        `trusted`: allow files that pickle Python objects besides tensors (see load_checkpoint).
-        """
-        from ..checkpoint import load_checkpoint, read_state_dict
-
-        if num_classes is not None:
-            NUM_CLASSES.check("num_classes", num_classes)
-        check_attn_backend(attn_backend)
-        state, _ = read_state_dict(path, trusted)
-        head = state.get("VIT.head.linear.weight")
-        model = cls(num_classes or (head.shape[0] if head is not None and head.dim() == 2 and head.shape[0] else 7),
-                    attn_backend)
-        load_checkpoint(model, state)
-        return model
-
-    def save_pretrained(self, directory: Any, *, classes: list[str] | None = None, dataset: str | None = None,
-                        overwrite: bool = False, repo_id: str | None = None) -> Path:
-        """Write `directory`/config.json and model.safetensors (the Hugging Face layout).
-
-        `classes` / `dataset` default to those of the config this model was loaded with
-        (`from_pretrained`); existing files are refused unless `overwrite`. With `repo_id`, the
-        folder is then uploaded to that Hugging Face Hub repository (needs huggingface_hub).
-        """
-        from ..checkpoint import save_pretrained
-        from ..export import hub_upload, require_hub
-
-        config = getattr(self, "config", {})
-        if repo_id is not None:
-            require_hub()
-        directory = save_pretrained(directory, self, classes=classes or config.get("classes"),
-                                    dataset=dataset or config.get("dataset"), recorded=config,
-                                    overwrite=overwrite)
-        if repo_id is not None:
-            hub_upload(directory, repo_id)
-        return directory
-
-    @classmethod
-    def from_pretrained(cls, source: Any, attn_backend: str = "auto") -> "POSTERV2":
-        """The model in a folder written by `save_pretrained`, or in a Hugging Face Hub
-        repository "owner/name" when no such folder exists (needs huggingface_hub). The model's
-        `config` is the folder's config.json (class names: `model.config["classes"]`)."""
-        from ..checkpoint import load_exported
-        from ..export import pretrained_folder
-
-        model, config = load_exported(pretrained_folder(source), attn_backend)
-        model.config = config
-        return model

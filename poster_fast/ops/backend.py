@@ -3,10 +3,10 @@
 Each backend is one frozen `Backend` record (declared in its own module of ops/backends/): the
 devices and dtypes it runs, its head_dim and window limits, the minimum compute capability on
 CUDA devices, a `limits` check for what depends on the whole problem (for the compiled kernels:
-grid, 32-bit index and shared-memory limits), `missing` (why its dependency is unavailable) and
-its `priority`. `Backend.reasons(problem)` is derived from these fields alone, so `explain`
-reports every backend the same way and `backend="auto"` takes the first backend, in priority
-order, that has no reason to refuse the problem.
+grid, 32-bit index and shared-memory limits) and `missing` (why its dependency is unavailable).
+`Backend.reasons(problem)` is derived from these fields alone, so `explain` reports every
+backend the same way and `backend="auto"` takes the first backend, in the registry's order
+(ops.BACKENDS), that has no reason to refuse the problem.
 """
 from __future__ import annotations
 
@@ -76,7 +76,6 @@ class Backend:
     """
 
     name: str
-    priority: int
     run: Runner
     devices: tuple[str, ...] | None
     dtypes: tuple[torch.dtype, ...] | None
@@ -125,16 +124,28 @@ class Backend:
 _REGISTRY: dict[str, Backend] = {}
 
 
-def register(backend: Backend) -> None:
-    """Make `backend` selectable by name and by `auto` (at its priority)."""
+def register(backend: Backend, before: str | None = None) -> None:
+    """Make `backend` selectable by name and by `auto`.
+
+    Args:
+        backend: the declaration; its name must be new (and not "auto").
+        before: the registered backend that `auto` tries right after it (default: it comes
+            last). ops/backends/__init__.py registers the backends in ops.BACKENDS order.
+    """
     if backend.name in ("auto", *_REGISTRY):
         raise ValueError(f"backend name {backend.name!r} is already taken")
-    _REGISTRY[backend.name] = backend
+    if before is not None and before not in _REGISTRY:
+        raise ValueError(f"before: expected a registered backend, got {before!r}")
+    order = list(_REGISTRY.items())
+    at = len(order) if before is None else list(_REGISTRY).index(before)
+    order.insert(at, (backend.name, backend))
+    _REGISTRY.clear()
+    _REGISTRY.update(order)
 
 
 def registered() -> tuple[str, ...]:
-    """Names of the registered backends, in `auto`'s order (highest priority first)."""
-    return tuple(sorted(_REGISTRY, key=lambda n: (-_REGISTRY[n].priority, n)))
+    """Names of the registered backends, in `auto`'s order."""
+    return tuple(_REGISTRY)
 
 
 def get(name: str) -> Backend:

@@ -37,7 +37,3 @@ def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb_table: torch.Tens
     # under autocast); the probabilities go back to v's dtype for the second matmul.
     logits = logits + relative_position_bias(rpb_table, p.window).unsqueeze(0)
     return (logits.softmax(dim=-1).to(v.dtype) @ v).to(q.dtype)
-
-
-def not_supported_reasons(p: WindowProblem) -> list[str]:
-    return []

@@ -54,7 +54,14 @@ def check_inputs(
     window_size: int | tuple[int, int],
     scale: float | None = None,
 ) -> WindowProblem:
-    """Validate the op's arguments and return the problem sizes, or raise a ValueError/TypeError."""
+    """Validate the op's arguments (those of window_cross_attention).
+
+    Returns:
+        The problem's sizes, dtype and device.
+
+    Raises:
+        TypeError, ValueError: naming the argument and what it expected.
+    """
     for name, t, rank in (("q", q, 4), ("k", k, 4), ("v", v, 4), ("rpb_table", rpb_table, 2)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")

@@ -19,15 +19,14 @@ from typing import Any, Callable, Collection
 import torch
 from torch import nn
 
-from ..checkpoint import load_backbones, load_checkpoint, load_training_state, save_model, save_training_state
-from ..data.datasets import ImageFolder, check_same_classes, split_dir
-from ..data.labels import DatasetRecipe, get_recipe, resolve_classes
+from ..checkpoint import load_training_state, save_model, save_training_state
 from ..data.sampler import BalancedSampler
-from ..data.transforms import ToNormalizedTensor, TrainTransform
 from ..errors import CheckpointError, NonFiniteError, RunError, UsageError
-from ..files import remove_stale_temps
+from ..files import remove_stale_temps, write_json
+from ..pretrained import load_backbones, load_checkpoint
+from .data import TrainData, test_split
 from .distributed import Dist, broadcast_buffers, in_sync, setup_dist, wrap_ddp
-from .metrics import EvalResult, read_metrics, write_json, write_metrics
+from .metrics import EvalResult, read_metrics, write_metrics
 from .options import TrainOptions, describe_changes, resume_options
 from .plots import plot_confusion, plot_curves
 from .record import resume_entry, run_record
@@ -37,10 +36,21 @@ OUTPUTS = ("best.pt", "last.pt", "metrics.csv", "summary.json", "curves.png")
 
 
 def train(opts: TrainOptions, given: Collection[str] | None = None) -> dict[str, Any]:
-    """The whole run; returns the summary that rank 0 writes to OUT/summary.json.
+    """The whole run (one process, or one rank under torchrun).
 
-    With `opts.resume`, the options not named in `given` take the values the run recorded in
-    last.pt (None: every option of `opts` applies); see training.options.resume_options.
+    Args:
+        opts: every setting of the run (`TrainOptions`; checked here).
+        given: with `opts.resume`, the options given again: the others take the values the run
+            recorded in last.pt (None: every option of `opts` applies; see
+            training.options.resume_options).
+
+    Returns:
+        The summary that rank 0 writes to OUT/summary.json.
+
+    Raises:
+        UsageError, DataError, CheckpointError: options, data or a resumed file that cannot be
+            used (found before training starts); RunError: a non-finite loss, or an output that
+            could not be written.
     """
     opts = opts.check()
     state, changes = None, {}
@@ -64,43 +74,6 @@ def train(opts: TrainOptions, given: Collection[str] | None = None) -> dict[str,
         return Run(opts, data, d, state, changes, record).execute()
     finally:
         d.close()
-
-
-@dataclass
-class TrainData:
-    recipe: DatasetRecipe
-    train_set: ImageFolder
-    val_set: ImageFolder
-    test_set: ImageFolder | None  # the final evaluation's split when it is not the val split
-    classes: list[str]  # the name of each class folder, in sorted folder order
-
-    @classmethod
-    def load(cls, opts: TrainOptions) -> "TrainData":
-        """DATA/train, the val split and the test split, with the same class folders, named by the
-        dataset; every image file is opened (the evaluated splits decoded) before training."""
-        recipe = get_recipe(opts.dataset)
-        train_set = ImageFolder(split_dir(opts.data, "train"),
-                                TrainTransform(opts.image_size, recipe.erase_p, recipe.erase_scale))
-        val_set = ImageFolder(split_dir(opts.data, opts.val_split), ToNormalizedTensor(opts.image_size))
-        check_same_classes(train_set, val_set)
-        split = test_split(opts)
-        test_set = None
-        if split != opts.val_split:
-            test_set = ImageFolder(split_dir(opts.data, split), ToNormalizedTensor(opts.image_size))
-            check_same_classes(train_set, test_set)
-        classes = resolve_classes(opts.dataset, train_set.folders, opts.classes)
-        train_set.check_images(decode=False)
-        for folder in (val_set, test_set):
-            if folder is not None:
-                folder.check_images(decode=True)
-        return cls(recipe, train_set, val_set, test_set, classes)
-
-
-def test_split(opts: TrainOptions) -> str:
-    """The split of the final evaluation: --test-split, else test if DATA/test exists, else the val split."""
-    if opts.test_split:
-        return opts.test_split
-    return "test" if (Path(opts.data) / "test").is_dir() and opts.val_split != "test" else opts.val_split
 
 
 @dataclass

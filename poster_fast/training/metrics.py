@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..errors import DataError
-from ..files import atomic_path, json_text, write_text
+from ..files import atomic_path
 
 METRICS_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_mean_acc",
                   "best_acc", "seconds")
@@ -73,8 +73,3 @@ def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(fh, fieldnames=METRICS_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Replace `path` atomically with `obj` as JSON (non-finite numbers as null)."""
-    write_text(path, json_text(obj))

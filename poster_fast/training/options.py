@@ -15,6 +15,7 @@ from ..errors import UsageError
 OPTIMIZERS = ("sam-adam", "adam", "sam-adamw", "adamw")
 SAMPLERS = ("auto", "shuffle", "balanced")
 AMP_MODES = ("auto", "bf16", "off")
+EVAL_BATCH_SIZE = 64  # images per forward pass of `poster-fast evaluate`
 
 LIMITS: dict[str, Range] = {
     "image_size": IMAGE_SIZE,
@@ -31,8 +32,8 @@ LIMITS: dict[str, Range] = {
 CHOICES: dict[str, tuple[str, ...]] = {"dataset": tuple(DATASETS), "amp": AMP_MODES, "optimizer": OPTIMIZERS,
                                        "sampler": SAMPLERS}
 
-# What `--resume` does with an option given again with another value than the run's (README
-# "Resume"). Refused: the run's identity (the class names are checked against last.pt's too).
+# What `--resume` does with an option given again with another value than the run's
+# (docs/commands.md, "Train"). Refused: the run's identity (the class names are checked against last.pt's too).
 # Runtime: how this session runs, applied silently. Ignored: the weights come from last.pt.
 # Every other option is applied from the next epoch on and logged; one not given again keeps
 # the run's value (train(given=...)).

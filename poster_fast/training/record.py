@@ -1,8 +1,7 @@
 """What a training run records about itself (in last.pt, best.pt and summary.json under "run"):
 its options, the seed, the software versions and the device it ran on, a summary of its data and
-the resumes that continued it. Everything is plain JSON (strings, numbers, lists, dicts, None).
-
-torch is imported only when a function that needs it runs: commands can read records cheaply.
+the resumes that continued it. Everything is plain JSON (strings, numbers, lists, dicts, None);
+the schema (checkpoint.RECORD_ENTRIES, check_record, describe_record) is beside the files' format.
 """
 from __future__ import annotations
 
@@ -13,16 +12,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from ..checkpoint import RECORD_FORMAT
+
 if TYPE_CHECKING:
     from .distributed import Dist
-    from .loop import TrainData
+    from .data import TrainData
     from .options import TrainOptions
-
-RECORD_FORMAT = 1
-# The entries every record holds, with their types (check_record).
-RECORD_ENTRIES: dict[str, type | tuple[type, ...]] = {
-    "format": int, "options": dict, "seed": int, "versions": dict, "device": dict, "data": dict,
-    "resumes": list}
 
 
 def software_versions(torch_module: Any = None,
@@ -31,7 +26,7 @@ def software_versions(torch_module: Any = None,
     """Python, torch, poster_fast, CUDA (None on a CPU build), cuDNN and Triton (None where absent;
     Triton's version comes from its package metadata, without importing it). The arguments
     replace torch and the importlib functions (tests)."""
-    from .. import __version__
+    from ..version import __version__
 
     if torch_module is None:
         import torch as torch_module
@@ -93,55 +88,3 @@ def run_record(opts: "TrainOptions", data: "TrainData", d: "Dist", resume: Mappi
     return {"format": RECORD_FORMAT, "options": asdict(opts), "resolved": resolved, "seed": opts.seed,
             "versions": software_versions(), "device": device_info(d), "data": data_summary(opts, data),
             "resumes": resumes}
-
-
-def check_record(record: Any) -> None:
-    """ValueError saying what is wrong unless `record` has the entries a run record holds."""
-    if not isinstance(record, Mapping):
-        raise ValueError(f"expected a dict, found {type(record).__name__}")
-    for name, kind in RECORD_ENTRIES.items():
-        if name not in record:
-            raise ValueError(f"the entry {name!r} is missing")
-        if not isinstance(record[name], kind) or isinstance(record[name], bool):
-            raise ValueError(f"the entry {name!r} should be {kind.__name__}, found "
-                             f"{type(record[name]).__name__}")
-    for entry in record["resumes"]:
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("changes"), Mapping) \
-                or not all(isinstance(c, (list, tuple)) and len(c) == 2 for c in entry["changes"].values()):
-            raise ValueError(f"the entry 'resumes' should hold resumes {{'from', 'after_epoch', 'changes': "
-                             f"{{option: [was, now]}}}}, found {entry!r:.80}")
-
-
-def _resolved(record: Mapping[str, Any], name: str) -> str:
-    value = (record.get("resolved") or {}).get(name)
-    return f" ({value})" if value is not None and value != record["options"].get(name) else ""
-
-
-def _counts(split: Mapping[str, Any]) -> str:
-    per_class = split.get("per_class") or {}
-    return f"{split.get('images')} ({', '.join(f'{c} {n}' for c, n in per_class.items())})"
-
-
-def describe(record: Mapping[str, Any] | None) -> list[str]:
-    """A few lines for stderr: the options that matter, the seed, versions, device and data."""
-    if record is None:
-        return ["run: the checkpoint records no training run (options, seed, versions, data): "
-                "the authors' files and files from before poster_fast recorded runs have none"]
-    o, dev, data = record["options"], record["device"], record["data"]
-    v = {k: "none" if value is None else value for k, value in record["versions"].items()}
-    lines = [
-        f"run options: {o.get('dataset')}, {o.get('optimizer')} lr {o.get('lr')} weight decay "
-        f"{o.get('weight_decay')} rho {o.get('rho')} gamma {o.get('gamma')}, batch {o.get('batch_size')}, "
-        f"{o.get('epochs')} epochs, image size {o.get('image_size')}, sampler {o.get('sampler')}"
-        f"{_resolved(record, 'sampler')}, amp {o.get('amp')}{_resolved(record, 'amp')}, attn backend "
-        f"{o.get('attn_backend')}, seed {record['seed']}",
-        f"run versions: poster_fast {v.get('poster_fast')}, torch {v.get('torch')}, Python {v.get('python')}, "
-        f"CUDA {v.get('cuda')}, cuDNN {v.get('cudnn')}, Triton {v.get('triton')}; device {dev.get('device')} "
-        f"({dev.get('name')}), world size {dev.get('world_size')}",
-        f"run data: {data.get('root')}: " + "; ".join(
-            f"{name} {_counts(split)}" for name, split in (data.get("splits") or {}).items())]
-    for r in record["resumes"]:
-        changes = "; ".join(f"--{k.replace('_', '-')} {now} (was {was})" for k, (was, now) in r["changes"].items())
-        lines.append(f"run resumed from {r.get('from')} after epoch {r.get('after_epoch')}"
-                     + (f": {changes}" if changes else ""))
-    return lines

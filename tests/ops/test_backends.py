@@ -15,7 +15,7 @@ import torch
 from poster_fast import ops
 from poster_fast.ops import backend
 from wmca_utils import (Case, assert_within_reference_error, check_backend, forward_and_grads,
-                        make_inputs, reference_results)
+                        level_cases, make_inputs, reference_results)
 
 pytestmark = [
     pytest.mark.cuda,  # runs on the GPU when there is one
@@ -47,11 +47,12 @@ def require(name: str, case: Case, dtype: torch.dtype, device: str) -> None:
         pytest.skip(f"{name}: {'; '.join(why)}")
 
 
+LEVEL = level_cases(lambda i: 1, name="level{}")  # POSTER's three levels, one image
 # name: (case, dtypes, dtypes on an emulated path)
 CASES = {
-    "level1": (Case(1, 1, 2, (28, 28), 32), (F32, BF16), ()),
-    "level2": (Case(1, 1, 4, (14, 14), 32), (F32, F16), ()),
-    "level3": (Case(1, 1, 8, (7, 7), 32), (F32, F16, BF16), (F32,)),
+    "level1": (LEVEL["level1"], (F32, BF16), ()),
+    "level2": (LEVEL["level2"], (F32, F16), ()),
+    "level3": (LEVEL["level3"], (F32, F16, BF16), (F32,)),
     "windows": (Case(2, 3, 2, (4, 4), 32), (F32, BF16), (F32, BF16)),
     "nonsquare": (Case(1, 2, 3, (3, 5), 20), (F32, F16, BF16), (F32, F16, BF16)),
     "wide": (Case(1, 2, 1, (2, 20), 16), (F32,), (F32,)),  # Ww > 16
@@ -59,7 +60,7 @@ CASES = {
     "d128": (Case(1, 1, 1, (3, 4), 128), (F32, F16), (F32,)),
     "n45": (Case(1, 1, 2, (5, 9), 32), (F32,), (F32,)),  # partial blocks
 }
-GPU_CASES = {"level1_batch16": (Case(16, 1, 2, (28, 28), 32), (F32, BF16))}
+GPU_CASES = {"level1_batch16": (level_cases(lambda i: 16)["L1"], (F32, BF16))}
 SMALL = Case(2, 2, 2, (3, 5), 16)
 
 
@@ -190,7 +191,7 @@ def test_explain_and_explicit_use(name: str) -> None:
             ops.window_cross_attention(q, k, v, table, SMALL.window, backend=name)
     else:
         ops.window_cross_attention(q, k, v, table, SMALL.window, backend=name)
-        if not emulated(name, device):  # auto takes it or one of higher priority
+        if not emulated(name, device):  # auto takes it or one earlier in ops.BACKENDS
             order = ops.registered()
             assert order.index(report["chosen"]) <= order.index(name)
 

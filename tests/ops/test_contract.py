@@ -1,5 +1,5 @@
-"""The backend contract (ops/backend.py): reasons derived from declarations, `auto`'s order and
-laziness, discovery of ops/backends/, missing dependencies, and the invariant that whatever
+"""The backend contract (ops/backend.py): reasons derived from declarations, `auto`'s order (ops.BACKENDS)
+and laziness, every module of ops/backends/ registered, missing dependencies, and the invariant that whatever
 `auto` picks runs the problem."""
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def problem(device: str = "cpu", dtype: torch.dtype = F32, head_dim: int = 16,
 
 
 def toy(**fields) -> Backend:
-    declared = dict(name="toy", priority=5, run=lambda *a: None, devices=("cpu", "cuda"),
+    declared = dict(name="toy", run=lambda *a: None, devices=("cpu", "cuda"),
                     dtypes=(F32, F16))
     return Backend(**{**declared, **fields})
 
@@ -69,14 +69,12 @@ def test_cuda_device_capability_and_limits(monkeypatch: pytest.MonkeyPatch) -> N
     assert b.reasons(problem("cuda", dtype=F64)) and len(seen) == 3  # fields refuse first
 
 
-def test_auto_order_derives_from_priorities(monkeypatch: pytest.MonkeyPatch) -> None:
-    order = ops.registered()
-    priorities = [backend.get(n).priority for n in order]
-    assert priorities == sorted(priorities, reverse=True) and order[-1] == "reference"
+def test_auto_order_is_the_backends_tuple(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ops.registered() == ops.BACKENDS and ops.BACKENDS[-1] == "reference"
     monkeypatch.setattr(backend, "_REGISTRY", dict(backend._REGISTRY))
-    ops.register(toy(priority=1000, auto_devices=("cuda",), dtypes=(F64,),
-                     run=lambda q, k, v, t, p: torch.zeros_like(k)))
-    assert ops.registered()[0] == "toy"
+    ops.register(toy(auto_devices=("cuda",), dtypes=(F64,), run=lambda q, k, v, t, p: torch.zeros_like(k)),
+                 before=ops.BACKENDS[0])
+    assert ops.registered() == ("toy", *ops.BACKENDS)
     q, k = torch.randn(1, 2, 15, 4, dtype=F64), torch.randn(2, 2, 15, 4, dtype=F64)
     table = torch.randn(45, 2, dtype=F64)
     report = ops.explain(q, k, k, table, (3, 5))
@@ -85,18 +83,21 @@ def test_auto_order_derives_from_priorities(monkeypatch: pytest.MonkeyPatch) -> 
     assert not ops.window_cross_attention(q, k, k, table, (3, 5), backend="toy").any()
     with pytest.raises(ValueError, match="already taken"):
         ops.register(toy())
+    with pytest.raises(ValueError, match="before: expected a registered backend"):
+        ops.register(toy(name="other"), before="nope")
 
 
 def test_auto_stops_at_the_first_backend_that_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(backend, "_REGISTRY", dict(backend._REGISTRY))
-    ops.register(toy(name="first", priority=1000, devices=None, dtypes=None))
-    ops.register(toy(name="second", priority=999, missing=lambda: 1 / 0))
+    ops.register(toy(name="second", missing=lambda: 1 / 0), before=ops.BACKENDS[0])
+    ops.register(toy(name="first", devices=None, dtypes=None), before="second")
+    assert ops.registered()[:2] == ("first", "second")
     assert backend.select("auto", problem()).name == "first"
 
 
 def test_every_module_of_ops_backends_is_registered() -> None:
     modules = {m.name for m in pkgutil.iter_modules(backends.__path__)}
-    assert modules == set(ops.registered())
+    assert modules == set(ops.BACKENDS)
     assert all(backend.get(n).name == n for n in modules)
 
 

@@ -11,6 +11,6 @@ from .. import extension
 from ..backend import Backend
 
 BACKEND = Backend(
-    "cpu", priority=10, run=extension.run, devices=("cpu",),
+    "cpu", run=extension.run, devices=("cpu",),
     dtypes=(torch.float32, torch.float16, torch.bfloat16, torch.float64),
     missing=extension.missing, torch_ops=("poster_fast::wmca_fwd", "poster_fast::wmca_bwd"))

@@ -41,7 +41,7 @@ def _limits(p: WindowProblem, device: CudaDevice | None) -> list[str]:
 
 
 BACKEND = Backend(
-    "cuda", priority=20, run=extension.run, devices=("cuda",),
+    "cuda", run=extension.run, devices=("cuda",),
     dtypes=(torch.float32, torch.float16, torch.bfloat16),
     max_head_dim=getattr(extension._C, "cuda_max_head_dim", None),
     min_compute_capability=(8, 0), missing=_missing, limits=_limits,

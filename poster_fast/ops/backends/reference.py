@@ -8,5 +8,5 @@ from __future__ import annotations
 from .. import reference
 from ..backend import Backend
 
-BACKEND = Backend("reference", priority=0, run=reference.run, devices=None, dtypes=None,
+BACKEND = Backend("reference", run=reference.run, devices=None, dtypes=None,
                   deterministic=False)

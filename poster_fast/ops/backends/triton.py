@@ -48,7 +48,7 @@ def _run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb_table: torch.Ten
 
 
 BACKEND = Backend(
-    "triton", priority=30, run=_run, devices=("cuda", "cpu"), auto_devices=("cuda",),
+    "triton", run=_run, devices=("cuda", "cpu"), auto_devices=("cuda",),
     dtypes=(torch.float32, torch.float16, torch.bfloat16), max_head_dim=128,
     max_window=(None, 64), min_compute_capability=(8, 0), missing=_missing, limits=_limits,
     torch_ops=("poster_fast::wmca_triton_fwd", "poster_fast::wmca_triton_bwd"))
