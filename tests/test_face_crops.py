@@ -14,7 +14,8 @@ from command_utils import FakeClassifier
 from poster_fast.commands.cli import main
 from poster_fast.data.transforms import ToNormalizedTensor
 from poster_fast.faces import Box, crop_face
-from poster_fast.inference.photos import image_crops, predict_photos
+from poster_fast.inference.crops import image_crops
+from poster_fast.inference.predict import predict_files
 
 WIDTH, HEIGHT = 400, 300
 
@@ -92,11 +93,11 @@ def test_image_crops_feed_the_crop():
     assert torch.equal(tensor, expected_input(region, 64))
 
 
-def test_predict_photos_default_margin(tmp_path):
+def test_predict_files_default_margin(tmp_path):
     path = tmp_path / "coords.png"
     coordinates_photo().save(path)
     classifier = RecordingClassifier()
-    (result,) = predict_photos([path], classifier, KnownFace(), image_size=64, progress=False)
+    (result,) = predict_files([path], classifier, KnownFace(), image_size=64, progress=False)
     assert result.faces[0].box == GEOMETRY[0][0]
     assert torch.equal(classifier.batches[0][0], expected_input(GEOMETRY[0][2], 64))
 

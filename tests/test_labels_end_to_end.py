@@ -23,7 +23,8 @@ from poster_fast.commands.cli import main
 from poster_fast.data.images import load_image
 from poster_fast.inference.classifier import load_classifier
 from poster_fast.inference.outputs import draw_faces
-from poster_fast.inference.photos import Face, predict_photos
+from poster_fast.inference.crops import Face
+from poster_fast.inference.predict import predict_files
 
 skdata = pytest.importorskip("skimage.data")
 AFFECTNET = ["Neutral", "Happy", "Sad", "Surprise", "Fear", "Disgust", "Anger", "Contempt"]
@@ -138,7 +139,7 @@ def test_python_api_names_the_favoured_class(case, photo, tmp_path):
     assert probs.shape == (2, len(names))
     for p in probs:
         assert_probs(dict(zip(names, p.tolist())), want)
-    (result,) = predict_photos([photo], classifier, None, progress=False)
+    (result,) = predict_files([photo], classifier, None, progress=False)
     (face,) = result.faces
     assert face.label == names[favoured]
     assert_probs(face.probs, want)

@@ -49,7 +49,7 @@ MUTATIONS = (
              (("self.norm = nn.LayerNorm(dim, eps=1e-6)", "self.norm = nn.LayerNorm(dim, eps=1e-5)"),),
              GOLDEN, "the ViT's final LayerNorm eps 1e-6 -> 1e-5 (the smallest drift: 4.4e-6)"),
     # --- class names ---
-    Mutation("probabilities-under-permuted-names", "poster_fast/inference/photos.py",
+    Mutation("probabilities-under-permuted-names", "poster_fast/inference/crops.py",
              (("face.probs = {n: round(float(v), 6) for n, v in zip(names, p)}",
                "face.probs = {n: round(float(v), 6) for n, v in zip(names[::-1], p)}"),),
              LABELS, "predict writes each probability under another class's name"),
@@ -58,11 +58,11 @@ MUTATIONS = (
                '("Fear", "Surprise", "Disgust", "Happiness", "Sadness", "Anger", "Neutral")'),),
              LABELS, "RAF-DB's label table with two classes exchanged"),
     # --- checkpoints ---
-    Mutation("strict-key-check-removed", "poster_fast/checkpoint.py",
+    Mutation("strict-key-check-removed", "poster_fast/pretrained.py",
              (("unexpected = sorted(set(kept) - set(expected))", "unexpected = []"),
               ("model.load_state_dict(kept, strict=True)", "model.load_state_dict(kept, strict=False)")),
              CHECKPOINTS, "loading made lenient: keys the model does not have are ignored"),
-    Mutation("relative-position-index-check-removed", "poster_fast/checkpoint.py",
+    Mutation("relative-position-index-check-removed", "poster_fast/pretrained.py",
              (("if not torch.equal(kept[key], expected[key]):", "if False:"),),
              CHECKPOINTS, "a checkpoint's relative-position index no longer compared to the model's"),
     # --- faces ---
@@ -93,7 +93,7 @@ MUTATIONS = (
              (("scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)",
                "scale = bn.weight * torch.rsqrt(bn.running_var)"),),
              ("tests/test_optimize.py",), "BatchNorm folded into its convolution without eps"),
-    Mutation("non-finite-guard-removed", "poster_fast/inference/photos.py",
+    Mutation("non-finite-guard-removed", "poster_fast/inference/crops.py",
              (("if not bool(torch.isfinite(p).all()):", "if False:"),),
              ("tests/test_predict_outputs.py",), "a NaN output labelled as a class"),
     Mutation("atomic-write-leaves-temporary", "poster_fast/files.py",
