@@ -85,6 +85,20 @@ def check_names(name: str, value: Any) -> list[str]:
 # Limits shared by several commands and their library functions.
 IMAGE_SIZE = Range(1, 1024, integer=True)  # images are resized to this; the model sees 112x112 of any
 BATCH_SIZE = Range(1, integer=True)
-NUM_CLASSES = Range(1, integer=True)  # a model's outputs
+# A model's outputs: 7 or 8 for the paper's datasets, any other count for other class sets
+# (train --classes); one class is no classifier (softmax would answer it for everything).
+NUM_CLASSES = Range(2, 10_000, integer=True)
 CROP_MARGIN = Range(0, 10)  # face crop margin per side, a fraction of the face box
 FRAME_STEP = Range(1, integer=True)  # predict classifies every N-th frame of a video
+THREADS = Range(1, 1024, integer=True)  # CPU threads for torch
+
+
+def check_fits(name: str, value: int, per_item: int, memory: int, what: str) -> int:
+    """`value` items of at least `per_item` bytes each fit in `memory` bytes; ValueError naming
+    `name` (and the largest count that could fit) otherwise. `what`: what one item is."""
+    limit = max(1, memory // max(per_item, 1))
+    if value > limit:
+        raise ValueError(f"{name} {value}: more than the memory can hold ({what} needs at least "
+                         f"{per_item / 2 ** 20:.1f} MiB, and there are {memory / 2 ** 30:.1f} GiB): "
+                         f"expected at most {limit}")
+    return value

@@ -5,7 +5,9 @@ torch is imported only when a function runs, so the command line can read `PRECI
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,6 +27,20 @@ def default_device(requested: str | None = None) -> "torch.device":
     if requested:
         return torch.device(requested)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def memory_bytes(device: "torch.device") -> int:
+    """The memory of `device`: a CUDA GPU's, or the machine's RAM (the cgroup's limit where lower)."""
+    import torch
+
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device.index or 0).total_memory)
+    ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        return ram
+    return min(ram, int(limit)) if limit.isdigit() else ram
 
 
 @dataclass(frozen=True)

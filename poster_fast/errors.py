@@ -2,7 +2,8 @@
 
 Standard library only: the command line catches them without importing torch. UsageError,
 DataError and CheckpointError are found before the work starts (exit status 2); RunError stops
-work under way (exit status 3): training that diverged, an output that could not be written.
+work under way (exit status 3): training that diverged, an output that could not be written
+(OutputError).
 """
 
 
@@ -24,3 +25,12 @@ class RunError(RuntimeError):
 
 class NonFiniteError(RunError):
     """A loss or model output that is NaN or infinite (training stops before saving it)."""
+
+
+class OutputError(RunError):
+    """An output file that could not be written (a full disk, a folder that became read-only):
+    the path and why. The previous file of that name, if any, is left as it was."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        super().__init__(f"cannot write {path}: {reason}")
+        self.path, self.reason = path, reason
