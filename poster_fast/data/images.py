@@ -1,5 +1,6 @@
 """Image files: which names count as images (and as videos, for predict), walking folders for
-them, and reading any image as 8-bit RGB with PIL."""
+them, and reading any image as 8-bit RGB with PIL. Files are opened with files.open_regular: a
+FIFO, socket or device named like an image is refused, never opened to be read."""
 from __future__ import annotations
 
 import os
@@ -11,6 +12,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import DataError
+from ..files import open_regular
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 # Read with OpenCV (inference/video.py) by `poster-fast predict`.
@@ -42,7 +44,7 @@ def check_image(path: str | os.PathLike, decode: bool) -> str | None:
     """Why `path` cannot be used as an image (None when it can): its header is read, and with
     `decode` its pixels too (JPEGs at a reduced scale, which still reads every byte)."""
     try:
-        with Image.open(path) as img:
+        with open_regular(path) as fh, Image.open(fh) as img:
             if decode:
                 img.draft(None, (64, 64))
                 img.load()
@@ -52,17 +54,23 @@ def check_image(path: str | os.PathLike, decode: bool) -> str | None:
 
 
 def check_images(paths: list[str], decode: bool, threads: int = 8) -> list[tuple[str, str]]:
-    """(path, problem) for each file of `paths` that check_image refuses."""
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(paths)))) as pool:
-        problems = pool.map(lambda p: check_image(p, decode), paths, chunksize=64)
-        return [(p, why) for p, why in zip(paths, problems) if why is not None]
+    """(path, problem) for each file of `paths` that check_image refuses. Ctrl-C stops it at
+    once: the files not yet checked are dropped, not waited for."""
+    pool = ThreadPoolExecutor(max_workers=max(1, min(threads, len(paths))))
+    try:
+        problems = list(pool.map(lambda p: check_image(p, decode), paths))
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return [(p, why) for p, why in zip(paths, problems) if why is not None]
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
     """Any PIL-readable file as 8-bit RGB: EXIF rotation applied, alpha composited on
     white, 16-bit and float images rescaled. Raises DataError naming the file."""
     try:
-        with Image.open(path) as img:
+        with open_regular(path) as fh, Image.open(fh) as img:
             img = ImageOps.exif_transpose(img)
             img.load()
     except Exception as err:  # PIL raises many types (UnidentifiedImageError, OSError, ...)

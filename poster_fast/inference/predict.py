@@ -19,6 +19,7 @@ from ..data.images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_video, iter_ima
 from ..data.transforms import ToNormalizedTensor
 from ..errors import DataError
 from ..faces import FaceDetector
+from ..files import file_problem
 from .classifier import Classifier
 from .crops import Face, FaceBatches, PhotoResult, image_crops, no_face
 from .video import VideoResult, frame_crops
@@ -31,7 +32,9 @@ Result = Union[PhotoResult, VideoResult]
 
 def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, str | None]]:
     """(path, error) per image or video: folders are searched recursively for image and video
-    files (iter_images); a file reached twice (named twice, or through a link) is listed once."""
+    files (iter_images); a file reached twice (named twice, or through a link) is listed once.
+    What is not a regular file (a FIFO, a socket, a device, a broken link) gets an error saying
+    what it is, and is never opened (files.file_problem)."""
     out: list[tuple[str, str | None]] = []
     seen: set[str] = set()
     for item in map(str, inputs):
@@ -42,16 +45,16 @@ def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, str |
                 if not found:
                     out.append((item, f"no image or video files ({', '.join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)}) "
                                       "in folder"))
-            elif path.is_file():
-                found = [item]
             else:
-                broken = path.is_symlink()
-                out.append((item, "a link to nothing (broken symbolic link)" if broken else "no such file or folder"))
-                continue
+                found = [item]
         except OSError as err:
             out.append((item, f"cannot be read: {err.strerror or err}"))
             continue
         for name in found:
+            problem = file_problem(name)
+            if problem is not None:
+                out.append((name, "no such file or folder" if problem == "does not exist" else problem))
+                continue
             real = os.path.realpath(name)
             if real not in seen:
                 seen.add(real)
