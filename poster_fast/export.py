@@ -17,6 +17,7 @@ import os
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
@@ -24,7 +25,7 @@ from torch import nn
 
 from .errors import UsageError
 from .extras import require
-from .files import atomic_path
+from .files import write_file
 from .hub import check_export_file, model_config
 
 ONNX_INPUT, ONNX_OUTPUT = "images", "logits"
@@ -144,7 +145,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, image_size: int = 
 
     Args:
         model: a float32 POSTERV2 (not an optimize() copy).
-        path: the file; its folder must exist.
+        path: the file; its folder is created.
         image_size: the input's height and width, fixed in the file (the batch size is dynamic).
         opset: the ONNX opset, MIN_OPSET or later.
         classes, dataset, recorded: what the metadata records (hub.model_config).
@@ -156,6 +157,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, image_size: int = 
 
     Raises:
         OnnxMismatch: onnxruntime's logits are outside the error policy; `path` is left as it was.
+        OutputError: the file cannot be written (files.write_file); `path` is left as it was.
         UsageError: an argument that cannot be used, naming it.
     """
     require("onnx")
@@ -164,17 +166,19 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, image_size: int = 
     if image_size < 1:
         raise UsageError(f"image_size: expected a positive size, got {image_size}")
     _float32_posterv2(model)
-    path = check_export_file(path, overwrite)
     config = {**model_config(model, classes, dataset, recorded), "image_size": image_size,
               "onnx_input": f"{ONNX_INPUT} (B, 3, {image_size}, {image_size}) float32",
               "onnx_output": f"{ONNX_OUTPUT} (B, {model.num_classes}) float32"}
+    path = check_export_file(path, overwrite)
     program = onnx_program(model, image_size, opset)
     program.model.metadata_props.update({k: json.dumps(v) for k, v in config.items()})
-    result = None
-    with atomic_path(path) as tmp:
+    checked: list[OnnxCheck] = []
+
+    def save(tmp: Path) -> None:
         program.save(tmp, external_data=False)
         if check:
-            result = check_onnx(tmp, model, image_size)
-            if not result.ok:
-                raise OnnxMismatch(f"{path} not written: {result}")
-    return result
+            checked.append(check_onnx(tmp, model, image_size))
+            if not checked[0].ok:
+                raise OnnxMismatch(f"{path} not written: {checked[0]}")
+    write_file(path, save)
+    return checked[0] if checked else None

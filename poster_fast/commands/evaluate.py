@@ -11,10 +11,10 @@ from ..checks import BATCH_SIZE
 from ..data.labels import DATASETS
 from ..errors import RunError, UsageError
 from ..extras import require
-from ..files import check_input, check_output_dir
+from ..files import Reads, check_input, check_output_dir, check_output_file
 from ..training.options import EVAL_BATCH_SIZE
-from .options import (add_data_options, add_inference_options, add_model_options, check_checkpoint,
-                      check_model_options, dataset_tables, number)
+from .options import (add_data_options, add_force_option, add_inference_options, add_model_options, check_batch_memory,
+                      check_checkpoint, check_model_options, checkpoint_files, dataset_tables, number)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="valid", help="the folder under DATA to evaluate")
     p.add_argument("--batch-size", type=number(BATCH_SIZE), default=EVAL_BATCH_SIZE, help="images per forward pass")
     p.add_argument("--out", help="write eval_<split>.json (with the checkpoint's record of its training "
-                                 "run) and confusion_<split>.png here")
+                                 "run) and confusion_<split>.png here (a folder outside --data)")
+    add_force_option(p, "overwrite the files of those names already in --out")
     add_data_options(p, amp=False)
     add_model_options(p)
     add_inference_options(p)
@@ -37,17 +38,21 @@ def check(args: argparse.Namespace) -> Path | None:
     """Every option that cannot be used, before any work; returns the --out folder, created."""
     from ..training.evaluation import output_names
 
+    from ..model.memory import INFER_BYTES_PER_IMAGE, input_bytes
+
     check_checkpoint("--checkpoint", args.checkpoint)
     check_input("--data", args.data, folder=True)
     if args.split in ("", ".", "..") or "/" in args.split or os.sep in args.split:
         raise UsageError(f"--split {args.split!r}: expected the name of a folder in --data")
     out = None
     if args.out:
-        out = check_output_dir("--out", args.out)
+        reads = Reads(checkpoint_files(args.checkpoint), data_folders=[args.data])
+        out = check_output_dir("--out", args.out, reads)
         for name in output_names(args.split):
-            if (out / name).is_dir():
-                raise UsageError(f"--out {out}: {name} there is a folder; evaluate writes a file of that name")
+            check_output_file("--out", out / name, reads, args.force)
     check_model_options(args)
+    check_batch_memory("--batch-size", args.batch_size, INFER_BYTES_PER_IMAGE + input_bytes(args.image_size),
+                       args.device, "an image")
     return out
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -9,7 +10,8 @@ from ..checks import IMAGE_SIZE, Range
 from ..data.labels import DATASETS
 from ..errors import RunError, UsageError
 from ..extras import require
-from .options import add_trusted_option, check_checkpoint, comma_list, number
+from ..files import Reads
+from .options import add_trusted_option, check_checkpoint, checkpoint_files, comma_list, number
 
 MIN_OPSET = 18  # poster_fast.export.MIN_OPSET (this module imports no torch)
 OPSET = Range(MIN_OPSET, 99, integer=True)
@@ -20,7 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "translated, dynamic batch, checked with onnxruntime against PyTorch before it is "
                      "written), safetensors, and the Hugging Face layout (config.json + model.safetensors). "
                      "Class names, dataset and model configuration go into each file's metadata. "
-                     "Existing files are never overwritten without --force.")
+                     "Existing files are never overwritten without --force, and the checkpoint never; "
+                     "missing folders are created.")
     p.add_argument("checkpoint", help="the trained model: a checkpoint (.pt/.pth), a .safetensors file or "
                                       "a save_pretrained folder")
     p.add_argument("--onnx", metavar="FILE", help="write ONNX here (needs poster_fast[onnx])")
@@ -30,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--push-to-hub", metavar="REPO",
                    help="then upload the --pretrained folder to this Hugging Face Hub repository "
                         "(needs poster_fast[hub] and a Hub login)")
-    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite existing output files (never the checkpoint read)")
     p.add_argument("--dataset", choices=list(DATASETS),
                    help="record this dataset's class names (default: the checkpoint's)")
     p.add_argument("--classes", type=comma_list,
@@ -47,7 +51,7 @@ def validate(args: argparse.Namespace) -> None:
     outputs = [path for path in (args.onnx, args.safetensors, args.pretrained) if path]
     if not outputs:
         raise UsageError("nothing to export: give --onnx FILE, --safetensors FILE and/or --pretrained DIR")
-    if len(set(outputs)) != len(outputs):
+    if len({os.path.realpath(path) for path in outputs}) != len(outputs):
         raise UsageError(f"--onnx, --safetensors and --pretrained name the same path: {', '.join(outputs)}")
     if args.push_to_hub and not args.pretrained:
         raise UsageError("--push-to-hub uploads the --pretrained folder: give --pretrained DIR too")
@@ -64,11 +68,12 @@ def run(args: argparse.Namespace) -> int:
     from ..hub import check_export_dir, check_export_file, hub_upload, save_pretrained, save_safetensors
     from ..model import POSTERV2
 
+    reads = Reads(checkpoint_files(args.checkpoint))  # never written over, even with --force
     for option, path in (("--onnx", args.onnx), ("--safetensors", args.safetensors)):
         if path:
-            check_export_file(path, args.force, option)
+            check_export_file(path, args.force, option, reads)
     if args.pretrained:
-        check_export_dir(args.pretrained, args.force, "--pretrained")
+        check_export_dir(args.pretrained, args.force, "--pretrained", reads)
     model, recorded = POSTERV2.load_trained(args.checkpoint, args.trusted)
     common = dict(classes=class_names(model.num_classes, recorded, args.dataset, args.classes),
                  dataset=args.dataset or recorded.get("dataset"), recorded=recorded, overwrite=args.force)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..checks import Range, check_names
+from ..checks import Range, check_fits, check_names
 from ..data.labels import DATASETS, label_table
 from ..device import PRECISIONS
 from ..errors import UsageError
@@ -130,6 +131,22 @@ def check_attn_backend(name: str, device: str | None) -> None:
         raise UsageError(f"--attn-backend {name} cannot run on {dev}: {'; '.join(why)}")
 
 
+def add_force_option(p: argparse.ArgumentParser, what: str) -> None:
+    """--force: overwrite existing outputs (never an input: files.check_output_file)."""
+    p.add_argument("--force", action="store_true", help=f"{what} (never a file this command reads)")
+
+
+def check_batch_memory(option: str, value: int, per_item: int, device: str | None, what: str) -> None:
+    """`value` items of at least `per_item` bytes fit in the memory of `device` (the default
+    device for None); UsageError naming `option` otherwise (imports torch)."""
+    from ..device import default_device, memory_bytes
+
+    try:
+        check_fits(option, value, per_item, memory_bytes(default_device(device)), what)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
 def check_model_options(args: argparse.Namespace) -> None:
     """The options of add_model_options, before anything is loaded."""
     check_device(args.device)
@@ -140,9 +157,19 @@ def check_checkpoint(option: str, path: str) -> None:
     """A model to read: a checkpoint or safetensors file, or a save_pretrained folder (config.json)."""
     folder = os.path.isdir(path)
     check_input(option, path, folder=folder)
-    if folder and not os.path.isfile(os.path.join(path, "config.json")):
-        raise UsageError(f"{option} {path}: is a folder without config.json; expected a checkpoint file or a "
-                         f"save_pretrained folder")
+    if folder:
+        config = os.path.join(path, "config.json")
+        if not os.path.lexists(config):
+            raise UsageError(f"{option} {path}: is a folder without config.json; expected a checkpoint file or a "
+                             f"save_pretrained folder")
+        check_input(option, config)
+
+
+def checkpoint_files(path: str) -> list[Path]:
+    """The files that reading the model in `path` reads (hub.exported_files; imports torch)."""
+    from ..hub import exported_files
+
+    return exported_files(path)
 
 
 def check_input_options(args: argparse.Namespace, files: Sequence[str] = (), folders: Sequence[str] = ()) -> None:

@@ -9,9 +9,9 @@ from ..checks import BATCH_SIZE, CROP_MARGIN, FRAME_STEP, IMAGE_SIZE
 from ..data.labels import DATASETS
 from ..errors import RunError, UsageError
 from ..extras import require
-from ..files import check_output_dir, check_output_file
-from .options import (add_inference_options, add_model_options, check_checkpoint, check_model_options, comma_list,
-                      dataset_tables, number)
+from ..files import Reads, check_output_dir, check_output_file, same_file
+from .options import (add_force_option, add_inference_options, add_model_options, check_batch_memory, check_checkpoint,
+                      check_model_options, checkpoint_files, comma_list, dataset_tables, number)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,15 +43,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", nargs="?", const="-", metavar="FILE", help="write CSV to FILE (or stdout)")
     p.add_argument("--annotate", metavar="DIR",
                    help="write each photo with boxes and labels to DIR/<name>.png, each video's processed "
-                        "frames to DIR/<name>.mp4 (.avi where mp4 cannot be written); never over an input file")
+                        "frames to DIR/<name>.mp4 (.avi where mp4 cannot be written); never over an input file, "
+                        "nor over an existing file without --force (<name>_1.png, ... instead)")
+    add_force_option(p, "overwrite existing --json and --csv files, and files of --annotate's names")
     p.add_argument("--allow-random", action="store_true", help="run without a checkpoint (smoke tests)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def check(args: argparse.Namespace) -> list[Path]:
+def check(args: argparse.Namespace) -> Reads:
     """Every option that cannot be used, before any work; creates the output folders. Returns
-    the input files (which no output may overwrite)."""
+    what the command reads: the input files and the checkpoint's (no output may be one)."""
     from ..inference.predict import collect_inputs
+    from ..model.memory import INFER_BYTES_PER_IMAGE, input_bytes
 
     if not args.checkpoint and not args.allow_random:
         raise UsageError("--checkpoint is required: an untrained model gives meaningless labels "
@@ -60,21 +63,24 @@ def check(args: argparse.Namespace) -> list[Path]:
         check_checkpoint("--checkpoint", args.checkpoint)
     if args.json == args.csv == "-":
         raise UsageError("--json and --csv cannot both write to stdout: give one of them a FILE")
-    if args.json and args.csv and args.json != "-" and Path(args.json).resolve() == Path(args.csv).resolve():
+    if args.json and args.csv and args.json != "-" and same_file(args.json, args.csv):
         raise UsageError(f"--json and --csv name the same file {args.json}")
     inputs = [Path(p) for p, error in collect_inputs(args.inputs) if error is None]
+    reads = Reads([*inputs, *(checkpoint_files(args.checkpoint) if args.checkpoint else [])])
     if args.annotate:
         check_output_dir("--annotate", args.annotate)
     for option, dest in (("--json", args.json), ("--csv", args.csv)):
         if dest and dest != "-":
-            check_output_file(option, dest, protected=inputs)
+            check_output_file(option, dest, reads, args.force)
     check_model_options(args)
-    return inputs
+    check_batch_memory("--batch-size", args.batch_size, INFER_BYTES_PER_IMAGE + input_bytes(args.image_size),
+                       args.device, "a face crop")
+    return reads
 
 
 def run(args: argparse.Namespace) -> int:
     require("predict")
-    inputs = check(args)
+    reads = check(args)
     from ..faces import FaceDetector
     from ..inference.classifier import load_classifier, random_classifier
     from ..inference.outputs import Annotator, write_outputs
@@ -89,8 +95,10 @@ def run(args: argparse.Namespace) -> int:
         print("warning: no --checkpoint: random weights, the labels mean nothing", file=sys.stderr)
         classifier = random_classifier(**model_options)
     print(classifier.describe(), file=sys.stderr)
-    reserved = inputs + [Path(d) for d in (args.json, args.csv) if d and d != "-"]
-    annotator = Annotator(Path(args.annotate), reserved) if args.annotate else None
+    for dest in (args.json, args.csv):
+        if dest and dest != "-":
+            reads.add(dest)  # no annotated photo takes its name either
+    annotator = Annotator(Path(args.annotate), reads, args.force) if args.annotate else None
     finished = False
     try:
         results = predict_files(

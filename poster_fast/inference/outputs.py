@@ -1,24 +1,23 @@
 """What `poster-fast predict` writes: JSON, CSV, the table on stdout, annotated photos and videos.
 
-Files are written atomically (files.atomic_path); one that cannot be written is reported and
+Files are written atomically (files.write_file); one that cannot be written is reported and
 does not stop the others: the writers return the failures instead of raising."""
 from __future__ import annotations
 
 import csv
 import io
 import os
-import secrets
 import sys
 from contextlib import suppress
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..data.images import load_image
-from ..errors import DataError
-from ..files import atomic_path, json_text
+from ..errors import DataError, OutputError
+from ..files import Reads, fit_name, json_text, temp_path, write_file, write_text
 from .crops import Face, PhotoResult
 from .predict import Result
 from .video import FrameResult, VideoResult, frame_rate, open_video
@@ -58,16 +57,33 @@ def _items(r: Result) -> list[tuple[dict[str, Any], PhotoResult, str]]:
     return [({}, r, r.file)]
 
 
+CSV_COLUMNS = ("file", "frame", "time", "face", "x", "y", "w", "h", "label", "score", "precision", "error")
+PROBABILITY_PREFIX = "prob_"  # no column of CSV_COLUMNS starts with it
+
+
+def probability_columns(classes: list[str]) -> list[str]:
+    """The CSV's column of each class probability: the class name, or PROBABILITY_PREFIX + the
+    name for every class when one of the names is a column of CSV_COLUMNS (so that no class
+    can take a column's place)."""
+    clash = any(c in CSV_COLUMNS for c in classes)
+    return [PROBABILITY_PREFIX + c if clash else c for c in classes]
+
+
+def _probabilities(probs: dict[str, float] | None) -> dict[str, float]:
+    return dict(zip(probability_columns(list(probs)), probs.values())) if probs else {}
+
+
 def csv_rows(results: list[Result], precision: str = "") -> list[dict[str, Any]]:
     """One row per face (of a photo, or of a video's frame: with the frame index and time), with
-    every class probability and the precision it was computed in, plus one per error."""
+    every class probability (probability_columns) and the precision it was computed in, plus one
+    per error."""
     out: list[dict[str, Any]] = []
     for r in results:
         for at, item, _ in _items(r):
             for i, f in enumerate(item.faces):
                 out.append({"file": r.file, **at, "face": i, "x": f.box.x, "y": f.box.y, "w": f.box.w,
                             "h": f.box.h, "label": f.label or "", "score": "" if f.score is None else round(f.score, 6),
-                            **(f.probs or {}), "precision": precision, "error": ""})
+                            **_probabilities(f.probs), "precision": precision, "error": ""})
             if item.error and item is not r:
                 out.append({"file": r.file, **at, "error": item.error})
         if r.error:
@@ -76,11 +92,13 @@ def csv_rows(results: list[Result], precision: str = "") -> list[dict[str, Any]]
 
 
 def csv_document(results: list[Result], classes: list[str], precision: str = "") -> str:
-    """The CSV; the columns frame and time only where a video is among the results."""
+    """The CSV; the columns frame and time only where a video is among the results; the class
+    probabilities under probability_columns(classes)."""
     timeline = ["frame", "time"] if any(isinstance(r, VideoResult) for r in results) else []
+    columns = probability_columns(classes)
     buf = io.StringIO(newline="")
     writer = csv.DictWriter(buf, fieldnames=["file", *timeline, "face", "x", "y", "w", "h", "label", "score",
-                                             *classes, "precision", "error"], restval="")
+                                             *columns, "precision", "error"], restval="")
     writer.writeheader()
     writer.writerows(csv_rows(results, precision))
     return buf.getvalue()
@@ -106,9 +124,7 @@ def _write(dest: str, text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    path = Path(dest)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, newline="")
+    write_text(Path(dest), text)
 
 
 def write_outputs(results: list[Result], classes: list[str], checkpoint: str | None,
@@ -124,7 +140,9 @@ def write_outputs(results: list[Result], classes: list[str], checkpoint: str | N
         if dest:
             try:
                 _write(dest, document())
-            except OSError as err:
+            except OutputError as err:
+                failed.append(f"{dest} ({err.reason})")
+            except OSError as err:  # stdout
                 failed.append(f"{dest} ({err.strerror or err})")
     if STDOUT not in (json_dest, csv_dest):
         print(format_table(results))
@@ -152,18 +170,21 @@ def draw_faces(img: Image.Image, faces: list[Face]) -> Image.Image:
 def annotate(img: Image.Image, faces: list[Face], dest: Path) -> None:
     """Save (atomically, as PNG) a copy of `img` with each classified face's box, label and score."""
     img = draw_faces(img.copy(), faces)
-    with atomic_path(dest) as tmp:
-        img.save(tmp, format="PNG")
+    write_file(dest, lambda tmp: img.save(tmp, format="PNG"))
 
 
 # The annotated video's codecs, first choice first: (fourcc, file extension).
 VIDEO_CODECS = (("mp4v", ".mp4"), ("MJPG", ".avi"))
+# The slowest frame rate an annotated video is written at: OpenCV's FFmpeg writers fail to set a
+# time base below about 0.01 frames per second (a large --every on a short video asks for that).
+MIN_VIDEO_FPS = 0.1
 
 
 class AnnotatedVideo:
     """One video's processed frames, boxes and labels drawn, written to <stem>.mp4 (MPEG-4 Part 2,
     fourcc mp4v) or, where this OpenCV cannot write that, <stem>.avi (Motion JPEG), at the
-    video's frame rate divided by its `every`, so that it lasts as long as the input. The
+    video's frame rate divided by its `every`, so that it lasts as long as the input (at least
+    MIN_VIDEO_FPS: then it is shorter). The
     frames are read again from the video as their results arrive (in order), so that no decoded
     frame waits for its batch. The file appears, renamed from a temporary name in the same
     folder, only once `finish` is called."""
@@ -175,10 +196,10 @@ class AnnotatedVideo:
         self.position = 0
         width, height = video.size or (int(self.capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
                                        int(self.capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-        fps = (video.fps or frame_rate(self.capture) or 25.0) / video.every
+        fps = max((video.fps or frame_rate(self.capture) or 25.0) / video.every, MIN_VIDEO_FPS)
         for fourcc, ext in VIDEO_CODECS:
             self.dest = dest_for(ext)
-            self.tmp = self.dest.with_name(f"{self.dest.name}.{secrets.token_hex(4)}.tmp{ext}")  # ext: the container
+            self.tmp = temp_path(self.dest, ext)  # ext: the container
             self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
             if self.writer.isOpened():
                 return
@@ -221,14 +242,15 @@ class Annotator:
     """Writes each classified photo as FOLDER/<stem>.png, reading the photo again from its file
     (so that no decoded photo waits in memory for its batch), and each video's processed frames
     as FOLDER/<stem>.mp4 (AnnotatedVideo; .avi where mp4 cannot be written). The name is never
-    that of an input file, another output (`reserved`) or a folder: <stem>_1.png, ... instead.
+    that of a file in `reserved` (the inputs, the other outputs), a folder, or, unless `force`,
+    an existing file: <stem>_1.png, ... instead; names are shortened to fit the file system.
     Files that cannot be written are collected in `failed` ("PATH (why)") and the others still
     are. A video is finished when the next file's results arrive, or at `close`."""
 
-    def __init__(self, folder: Path, reserved: Iterable[Path] = (),
+    def __init__(self, folder: Path, reserved: Reads | None = None, force: bool = False,
                  read: Callable[[str], Image.Image] = load_image) -> None:
-        self.folder, self.read = folder, read
-        self.reserved = {Path(p).resolve() for p in reserved}
+        self.folder, self.read, self.force = folder, read, force
+        self.reserved = reserved if reserved is not None else Reads()
         self.used: set[str] = set()
         self.failed: list[str] = []
         self.written = 0
@@ -239,11 +261,16 @@ class Annotator:
 
     def name_for(self, file: str, ext: str = ".png") -> Path:
         stem = Path(file).stem
-        name, k = f"{stem}{ext}", 1
-        while name in self.used or (self.folder / name).is_dir() or (self.folder / name).resolve() in self.reserved:
-            name, k = f"{stem}_{k}{ext}", k + 1
+        name, k = fit_name(stem, ext, self.folder), 1
+        while name in self.used or self.taken(self.folder / name):
+            name, k = fit_name(stem, f"_{k}{ext}", self.folder), k + 1
         self.used.add(name)
         return self.folder / name
+
+    def taken(self, path: Path) -> bool:
+        """A folder, a reserved file, or (unless force) any existing file."""
+        return path.is_dir() or self.reserved.input_named(path) is not None or \
+            (not self.force and os.path.lexists(path))
 
     def __call__(self, result: PhotoResult) -> None:
         if isinstance(result, FrameResult):
@@ -254,6 +281,8 @@ class Annotator:
         try:
             annotate(self.read(result.file), result.faces, dest)
             self.written += 1
+        except OutputError as err:
+            self.failed.append(f"{dest} ({err.reason})")
         except (OSError, DataError) as err:
             self.failed.append(f"{dest} ({getattr(err, 'strerror', None) or err})")
 

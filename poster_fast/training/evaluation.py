@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 from ..checkpoint import RUN, describe_record
 from ..data.datasets import ImageFolder, split_dir
 from ..data.transforms import ToNormalizedTensor
+from ..errors import OutputError
 from ..files import write_json
 from ..inference.classifier import Classifier, load_classifier
 from . import plots
@@ -46,8 +47,8 @@ class Evaluation:
                 RUN: self.classifier.recorded.get(RUN)}
 
     def write(self, out: Path) -> tuple[list[str], list[str]]:
-        """Write `output_names(split)` into the folder `out`; one that cannot be written (OSError,
-        or no matplotlib for the plot) does not stop the other.
+        """Write `output_names(split)` into the folder `out`; one that cannot be written
+        (OutputError, or no matplotlib for the plot) does not stop the other.
 
         Returns:
             (the names written, "PATH (why)" for each that failed).
@@ -60,7 +61,9 @@ class Evaluation:
             try:
                 write(out / name)
                 written.append(name)
-            except (OSError, ImportError) as err:
+            except OutputError as err:
+                failed.append(f"{out / name} ({err.reason})")
+            except ImportError as err:
                 failed.append(f"{out / name} ({err})")
         return written, failed
 

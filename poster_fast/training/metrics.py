@@ -3,7 +3,9 @@ confusion matrix, and the per-epoch metrics CSV."""
 from __future__ import annotations
 
 import csv
+import io
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ from typing import Any
 import torch
 
 from ..errors import DataError
-from ..files import atomic_path
+from ..files import open_regular, write_file
 
 METRICS_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_mean_acc",
                   "best_acc", "seconds")
@@ -57,10 +59,10 @@ class EvalResult:
 
 def read_metrics(path: Path, upto: int) -> list[dict[str, Any]]:
     """The rows of an earlier run's metrics.csv up to epoch `upto` (a resumed run continues them)."""
-    if not path.is_file():
+    if not upto or not os.path.lexists(path):
         return []
     try:
-        with open(path, newline="") as fh:
+        with io.TextIOWrapper(open_regular(path), newline="") as fh:
             return [r for r in csv.DictReader(fh) if int(r["epoch"]) <= upto]
     except (OSError, KeyError, TypeError, ValueError, csv.Error) as err:
         raise DataError(f"{path}: cannot read the resumed run's metrics ({type(err).__name__}: {err}); "
@@ -68,8 +70,10 @@ def read_metrics(path: Path, upto: int) -> list[dict[str, Any]]:
 
 
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Replace metrics.csv atomically."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=METRICS_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    """Replace metrics.csv (files.write_file: OutputError if it cannot be written)."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=METRICS_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+    write_file(path, write)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_path
+from ..files import write_file
 from .metrics import EvalResult
 
 
@@ -56,10 +56,9 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def _save(plt: Any, fig: Any, path: Path) -> None:
-    """`fig` as a PNG at `path`, written atomically; the figure is closed either way."""
+    """`fig` as a PNG at `path` (files.write_file); the figure is closed either way."""
     fig.tight_layout()
     try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120, format="png")
+        write_file(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     finally:
         plt.close(fig)
