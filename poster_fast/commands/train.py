@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import fields
 
 from ..data.labels import DATASETS
 from ..extras import require
-from ..files import check_output_dir
+from ..model.memory import TRAIN_BYTES_PER_IMAGE, input_bytes
 from ..training.options import LIMITS, OPTIMIZERS, SAMPLERS, TrainOptions
-from .options import (add_data_options, add_model_options, check_input_options, check_model_options, dataset_tables,
-                      number)
+from ..training.rundir import check_run_folder
+from .options import (add_data_options, add_model_options, check_batch_memory, check_input_options,
+                      check_model_options, dataset_tables, number)
 
 RESUME_NOTE = ("--resume continues OUT/last.pt (or the file given): options not given again keep the "
                "run's values; given again with another value, --dataset, --optimizer and the class names "
@@ -61,6 +63,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=number(LIMITS["max_steps"]),
                    help="at most this many steps per epoch (smoke tests)")
     p.add_argument("--seed", type=number(LIMITS["seed"]), help="random seed" + recipe("seed"))
+    p.add_argument("--force", action="store_true",
+                   help="replace the run already in --out (without --resume, a folder holding one is refused); "
+                        "never a file the run reads")
 
 
 def options(args: argparse.Namespace) -> tuple[TrainOptions, set[str]]:
@@ -77,8 +82,11 @@ def run(args: argparse.Namespace) -> int:
     check_input_options(args, files=("ir50", "landmark"), folders=("data",))
     if opts.resume and opts.resume != "auto":
         check_input_options(args, files=("resume",))
-    check_output_dir("--out", opts.out_dir)
+    check_run_folder(opts)
     check_model_options(args)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    check_batch_memory("--batch-size", -(-opts.batch_size // world), TRAIN_BYTES_PER_IMAGE + input_bytes(opts.image_size),
+                       opts.device, "an image in training" + (f" (on each of {world} processes)" if world > 1 else ""))
     from ..training.loop import train
 
     train(opts, given)

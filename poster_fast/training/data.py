@@ -3,12 +3,11 @@ with the same class folders, named by the dataset, every image file checked befo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..data.datasets import ImageFolder, check_same_classes, split_dir
 from ..data.labels import DatasetRecipe, get_recipe, resolve_classes
 from ..data.transforms import ToNormalizedTensor, TrainTransform
-from .options import TrainOptions
+from .options import TrainOptions, test_split
 
 
 @dataclass
@@ -39,10 +38,3 @@ class TrainData:
             if folder is not None:
                 folder.check_images(decode=True)
         return cls(recipe, train_set, val_set, test_set, classes)
-
-
-def test_split(opts: TrainOptions) -> str:
-    """The split of the final evaluation: --test-split, else test if DATA/test exists, else the val split."""
-    if opts.test_split:
-        return opts.test_split
-    return "test" if (Path(opts.data) / "test").is_dir() and opts.val_split != "test" else opts.val_split

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from torch import nn
 
 from ..checkpoint import load_training_state, save_model, save_training_state
 from ..data.sampler import BalancedSampler
-from ..errors import CheckpointError, NonFiniteError, RunError, UsageError
+from ..errors import CheckpointError, NonFiniteError, OutputError, RunError, UsageError
 from ..files import remove_stale_temps, write_json
 from ..pretrained import load_backbones, load_checkpoint
 from .data import TrainData, test_split
@@ -30,10 +31,8 @@ from .metrics import EvalResult, read_metrics, write_metrics
 from .options import TrainOptions, describe_changes, resume_options
 from .plots import plot_confusion, plot_curves
 from .record import resume_entry, run_record
+from .rundir import claim_run_folder, run_outputs
 from .steps import Optimisation, amp_enabled, eval_loader, evaluate_model, train_epoch, train_loader
-
-OUTPUTS = ("best.pt", "last.pt", "metrics.csv", "summary.json", "curves.png")
-
 
 def train(opts: TrainOptions, given: Collection[str] | None = None) -> dict[str, Any]:
     """The whole run (one process, or one rank under torchrun).
@@ -53,6 +52,16 @@ def train(opts: TrainOptions, given: Collection[str] | None = None) -> dict[str,
             could not be written.
     """
     opts = opts.check()
+    lock = claim_run_folder(opts, main=int(os.environ.get("RANK", "0")) == 0)
+    try:
+        return _train(opts, given)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(opts: TrainOptions, given: Collection[str] | None) -> dict[str, Any]:
+    """train() in its claimed run folder."""
     state, changes = None, {}
     if opts.resume_path:
         if not opts.resume_path.exists():
@@ -60,9 +69,6 @@ def train(opts: TrainOptions, given: Collection[str] | None = None) -> dict[str,
         state = load_training_state(opts.resume_path)
         opts, changes = resume_options(opts, state.get("options") or {}, state["epoch"], given,
                                        opts.resume_path)
-    for name in (*OUTPUTS, *(f"confusion_{s}.png" for s in {opts.val_split, test_split(opts)})):
-        if (opts.out_dir / name).is_dir():
-            raise UsageError(f"--out {opts.out_dir}: {name} there is a folder; training writes a file of that name")
     data = TrainData.load(opts)  # data problems are found before any process group is joined
     if state is not None and (state["dataset"] != opts.dataset or list(state["classes"]) != data.classes):
         raise CheckpointError(f"--resume: {opts.resume_path} is a {state['dataset']} run with classes "
@@ -107,7 +113,7 @@ class Run:
         opts, d = self.opts, self.d
         if d.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            stale = remove_stale_temps(self.out, (*OUTPUTS, *(f"confusion_{s}.png" for s in self.splits)))
+            stale = remove_stale_temps(self.out, run_outputs(self.opts))
             if stale:
                 self.log(f"removed {len(stale)} temporary files a killed run left: "
                          f"{', '.join(p.name for p in stale)}")
@@ -257,9 +263,9 @@ class Run:
                 save_training_state(self.out / "last.pt", net, opt.base, opt.scheduler,
                                     best_acc=progress.best_acc, best_epoch=progress.best_epoch,
                                     options=self.opts.record(), **meta)
-        except OSError as err:
-            raise RunError(f"training stopped after epoch {epoch}: cannot write a checkpoint in "
-                           f"{self.out}: {err}") from None
+        except OutputError as err:
+            raise OutputError(err.path, f"{err.reason}: training stopped after epoch {epoch} (the previous "
+                              "checkpoint of that name is intact)") from None
 
     def final_evaluation(self, net: nn.Module, progress: Progress) -> tuple[str, EvalResult]:
         """The best model on the held-out split (the val split picked it; a test split is unbiased)."""
@@ -292,7 +298,9 @@ class Run:
             for name, write in outputs:
                 try:
                     write(self.out / name)
-                except (OSError, ImportError) as err:
+                except OutputError as err:
+                    failed.append(f"{name} ({err.reason})")
+                except ImportError as err:
                     failed.append(f"{name} ({err})")
             written = ["best.pt", "last.pt", "metrics.csv"] + [n for n, _ in outputs
                                                                if not any(f.startswith(n + " ") for f in failed)]

@@ -39,7 +39,7 @@ CHOICES: dict[str, tuple[str, ...]] = {"dataset": tuple(DATASETS), "amp": AMP_MO
 # the run's value (train(given=...)).
 RESUME_REFUSED = ("dataset", "optimizer")
 RESUME_RUNTIME = ("data", "out", "resume", "workers", "device", "amp", "attn_backend", "trusted",
-                  "plain", "max_steps", "classes")
+                  "plain", "max_steps", "classes", "force")
 RESUME_IGNORED = ("ir50", "landmark")
 
 
@@ -77,6 +77,7 @@ class TrainOptions:
     resume: str | None = None  # a last.pt, or "auto" for OUT/last.pt
     max_steps: int | None = None  # at most this many steps per epoch (smoke tests)
     seed: int = 0
+    force: bool = False  # replace a run already in out (training.rundir)
 
     @property
     def out_dir(self) -> Path:
@@ -117,7 +118,14 @@ class TrainOptions:
 
     def record(self) -> dict[str, Any]:
         """The options as last.pt records them (what --resume compares with)."""
-        return {k: v for k, v in asdict(self).items() if k != "resume"}
+        return {k: v for k, v in asdict(self).items() if k not in ("resume", "force")}
+
+
+def test_split(opts: TrainOptions) -> str:
+    """The split of the final evaluation: --test-split, else test if DATA/test exists, else the val split."""
+    if opts.test_split:
+        return opts.test_split
+    return "test" if (Path(opts.data) / "test").is_dir() and opts.val_split != "test" else opts.val_split
 
 
 def resume_options(opts: TrainOptions, recorded: Mapping[str, Any], done: int, given: Collection[str] | None,
