@@ -18,15 +18,18 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import pickletools
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
+from .checks import NUM_CLASSES, check_names
 from .errors import CheckpointError
-from .files import atomic_path
+from .files import file_problem, open_regular, write_file
 
 UNUSED_KEY = re.compile(
     r"^(face_landback\.output_layer\.|ir_back\.output_layer\.|VIT\.(patch_embed|eca_block|CON1|"
@@ -58,24 +61,10 @@ def source_name(source: Any) -> str:
     return getattr(source, "name", None) if isinstance(getattr(source, "name", None), str) else "the file object"
 
 
-def _head(source: Any) -> bytes:
-    """The first bytes of a checkpoint file ('' when they cannot be read)."""
-    try:
-        if isinstance(source, (str, os.PathLike)):
-            with open(source, "rb") as fh:
-                return fh.read(4)
-        position = source.tell()
-        head = source.read(4)
-        source.seek(position)
-        return head if isinstance(head, bytes) else b""
-    except (OSError, AttributeError, ValueError):
-        return b""
-
-
-def _cause(err: BaseException, source: Any) -> str:
-    """What a failed torch.load says about the file, in one line."""
+def _cause(err: BaseException, head: bytes) -> str:
+    """What a failed torch.load says about the file that starts with `head`, in one line."""
     text = " ".join(str(err).split())
-    if _head(source) == b"PK\x03\x04" or "central directory" in text:
+    if head == b"PK\x03\x04" or "central directory" in text:
         return f"a damaged zip archive (truncated or corrupt; {type(err).__name__}: {text[:100]})"
     if isinstance(err, EOFError) or "Ran out of input" in text:
         return "the file ends too early (truncated, or not a checkpoint)"
@@ -85,59 +74,108 @@ def _cause(err: BaseException, source: Any) -> str:
 
 
 def _check_file(path: str | os.PathLike) -> None:
+    """CheckpointError naming `path` unless it is a non-empty regular file that can be read
+    (a FIFO, socket or device is said to be one, and never opened)."""
     p = Path(path)
+    problem = file_problem(p)
+    if problem == "does not exist":
+        raise CheckpointError(f"checkpoint {p} does not exist")
+    if problem == "is a folder":
+        raise CheckpointError(f"{p}: is a folder, not a checkpoint file")
+    if problem is not None:
+        raise CheckpointError(f"{p}: {problem}")
     try:
-        _check_path(p)
+        empty = p.stat().st_size == 0
     except OSError as err:
         raise CheckpointError(f"{p}: {err.strerror or err}") from None
-
-
-def _check_path(p: Path) -> None:
-    if not p.exists():
-        raise CheckpointError(f"checkpoint {p} does not exist")
-    if p.is_dir():
-        raise CheckpointError(f"{p}: is a folder, not a checkpoint file")
-    if p.stat().st_size == 0:
+    if empty:
         raise CheckpointError(f"{p}: the file is empty (0 bytes)")
-    if not os.access(p, os.R_OK):
-        raise CheckpointError(f"{p}: cannot be read (permission denied)")
+
+
+# What the weights-only unpickler names when it refuses a pickle for a global: a class or
+# function that unpickling would import and may call.
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _pickled_globals(fh: Any, start: int) -> list[str]:
+    """The globals (module.name) the pickle at `start` in `fh` names, read with pickletools,
+    which runs nothing; [] where the bytes are not a pickle."""
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        fh.seek(start)
+        for op, arg, _ in pickletools.genops(fh):
+            if op.name == "GLOBAL":
+                names.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(".".join(strings[-2:]))
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # not a pickle (pickletools raises ValueError, struct.error, ...)
+        pass
+    return names
+
+
+def _needs_trusted(name: str, text: str, fh: Any, start: int) -> str | None:
+    """The message for a file that torch.load(weights_only=True) refused for the Python objects
+    its pickle names (None when it refused it for another reason)."""
+    found = _REFUSED_GLOBAL.findall(text) or _pickled_globals(fh, start)
+    if not found:
+        return None
+    return (f"{name}: the file holds pickled Python objects besides tensors (it names "
+            f"{', '.join(dict.fromkeys(found[:3]))}). Reading it means unpickling, which runs code that the file "
+            "names: if you trust the file (the authors' training checkpoints are like this), pass --trusted "
+            "(Python: trusted=True); unknown classes then become placeholders.")
+
+
+def _load(fh: Any, name: str, trusted: bool) -> Any:
+    """torch.load of an open file: weights only, then (trusted) with the lenient unpickler."""
+    try:
+        start = fh.tell()
+        head = fh.read(4)
+        fh.seek(start)
+    except (OSError, AttributeError, ValueError) as err:
+        raise CheckpointError(f"{name}: cannot be read ({err})") from None
+    head = head if isinstance(head, bytes) else b""
+    try:
+        with warnings.catch_warnings():  # its note on a pickle protocol it was not written with
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(fh, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        text = str(err)
+        refused = _needs_trusted(name, text, fh, start) if "Weights only load failed" in text else None
+        if refused is None:
+            raise CheckpointError(f"{name}: {_cause(err, head)}") from err
+        if not trusted:
+            raise CheckpointError(refused) from err
+    except Exception as err:  # torch.load raises many types for damaged files
+        raise CheckpointError(f"{name}: {_cause(err, head)}") from err
+    fh.seek(start)
+    try:
+        return torch.load(fh, map_location="cpu", weights_only=False, pickle_module=_LenientPickle)
+    except Exception as err:
+        raise CheckpointError(f"{name}: {_cause(err, head)}") from err
 
 
 def read_checkpoint(source: str | os.PathLike | io.IOBase, trusted: bool = False) -> Any:
     """The object a checkpoint file (path or file object) holds, read with
     `torch.load(weights_only=True)`; with `trusted`, files that pickle other Python objects too
     (unpickling runs code from the file; unknown classes become placeholders). Every failure
-    is a CheckpointError naming the file and the cause."""
+    is a CheckpointError naming the file and the cause; a path must name a regular file
+    (files.open_regular)."""
     name = source_name(source)
-    if isinstance(source, (str, os.PathLike)):
-        _check_file(source)
-    elif not hasattr(source, "read"):
-        raise CheckpointError(f"expected a checkpoint path, file object or state dict, got "
-                              f"{type(source).__name__}")
+    if not isinstance(source, (str, os.PathLike)):
+        if not hasattr(source, "read"):
+            raise CheckpointError(f"expected a checkpoint path, file object or state dict, got "
+                                  f"{type(source).__name__}")
+        return _load(source, name, trusted)
+    _check_file(source)
     try:
-        return torch.load(source, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        text = str(err)
-        if "Weights only load failed" not in text:
-            raise CheckpointError(f"{name}: {_cause(err, source)}") from err
-        if not trusted:
-            detail = next((line.strip() for line in text.splitlines() if "Unsupported global" in line), "")
-            if not detail:
-                raise CheckpointError(f"{name}: {_cause(err, source)}") from err
-            raise CheckpointError(
-                f"{name}: the file holds pickled Python objects besides tensors, which "
-                f"torch.load(weights_only=True) refuses ({detail}). The authors' training checkpoints "
-                "are like this. If you trust the file, pass trusted=True (CLI: --trusted) to unpickle "
-                "it, which runs code the file names; unknown classes become placeholders."
-            ) from err
-    except Exception as err:  # torch.load raises many types for damaged files
-        raise CheckpointError(f"{name}: {_cause(err, source)}") from err
-    if hasattr(source, "seek"):
-        source.seek(0)
-    try:
-        return torch.load(source, map_location="cpu", weights_only=False, pickle_module=_LenientPickle)
-    except Exception as err:
-        raise CheckpointError(f"{name}: {_cause(err, source)}") from err
+        fh = open_regular(source)
+    except OSError as err:
+        raise CheckpointError(f"{name}: {err.strerror or err}") from None
+    with fh:
+        return _load(fh, name, trusted)
 
 
 def state_dict_of(obj: Any, name: str) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -179,11 +217,33 @@ ENTRY_TYPES: dict[str, type | tuple[type, ...]] = {
     "options": (Mapping, type(None)), RUN: (Mapping, type(None))}
 
 
+class _RecordingFile(io.FileIO):
+    """A file that keeps the OSError of a failed write: torch.save reports one as a RuntimeError
+    that does not say what failed."""
+
+    error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return super().write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+
 def _save_atomic(obj: dict[str, Any], path: Path) -> None:
     """Write to a temporary file in the same folder first, so a killed run leaves the previous
-    file intact (and a failed write removes its temporary file)."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    file intact (files.write_file: a failed write is an OutputError naming the path, and its
+    temporary file is removed)."""
+    def save(tmp: Path) -> None:
+        with _RecordingFile(tmp, "wb") as fh:
+            try:
+                torch.save(obj, fh)
+            except RuntimeError:
+                if fh.error is not None:
+                    raise fh.error from None
+                raise
+    write_file(path, save)
 
 
 def _model_entries(model: nn.Module, dataset: str, classes: list[str], epoch: int,
@@ -213,16 +273,26 @@ def save_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Opt
 
 def check_entries(obj: Mapping[str, Any], path: Any, names: tuple[str, ...]) -> None:
     """CheckpointError naming `path` unless each of `names` present in `obj` has its ENTRY_TYPES
-    type (RUN: a run record or None) and the class names are strings."""
+    type (RUN: a run record or None), the class count is one a model has (checks.NUM_CLASSES),
+    and the class names are distinct, non-empty strings, one per class."""
     for name in names:
         if name == RUN:
             _check_run(obj.get(RUN), path)
         elif name in obj and (not isinstance(obj[name], ENTRY_TYPES[name]) or isinstance(obj[name], bool)):
             raise CheckpointError(f"{path}: entry {name!r} should be {ENTRY_TYPES[name]}, found "
                                   f"{type(obj[name]).__name__}")
-    classes = obj.get("classes")
-    if classes is not None and not all(isinstance(c, str) for c in classes):
-        raise CheckpointError(f"{path}: entry 'classes' should hold class names, found {list(classes)[:8]}")
+    try:
+        if obj.get("num_classes") is not None:
+            NUM_CLASSES.check("num_classes", obj["num_classes"])
+        classes = obj.get("classes")
+        if classes is not None:
+            if not all(isinstance(c, str) for c in classes):
+                raise ValueError(f"classes: expected class names, found {list(classes)[:8]}")
+            check_names("classes", list(classes))
+            if obj.get("num_classes") is not None and len(classes) != obj["num_classes"]:
+                raise ValueError(f"classes: {len(classes)} names for num_classes {obj['num_classes']}")
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: entry {err}") from None
 
 
 def _check_run(record: Any, path: Any) -> None:

@@ -107,18 +107,16 @@ def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], notes: list[s
         else:
             kept[key] = value
     head = "VIT.head.linear.weight"
-    if head in kept and head in expected and kept[head].dim() == 2 and kept[head].shape != expected[head].shape:
+    if head in kept and head in expected and kept[head].dim() == 2 and kept[head].shape[0] != expected[head].shape[0]:
         raise CheckpointError(f"class count mismatch: the checkpoint has {kept[head].shape[0]} classes "
                               f"({head} {tuple(kept[head].shape)}), the model {expected[head].shape[0]}")
-    bad = non_finite(kept)
-    if bad:
-        raise CheckpointError(f"{len(bad)} tensors of the checkpoint hold NaN or infinite values "
-                              f"(first: {bad[:3]}): the training that wrote it diverged")
     missing = sorted(set(expected) - set(kept))
     unexpected = sorted(set(kept) - set(expected))
     shapes = [f"{k}: checkpoint {tuple(kept[k].shape)} vs model {tuple(expected[k].shape)}"
               for k in expected if k in kept and kept[k].shape != expected[k].shape]
-    if missing or unexpected or shapes:
+    dtypes = [f"{k}: checkpoint {kept[k].dtype} vs model {expected[k].dtype}"
+              for k in expected if k in kept and not _same_kind(kept[k].dtype, expected[k].dtype)]
+    if missing or unexpected or shapes or dtypes:
         parts = []
         if missing:
             parts.append(f"{len(missing)} missing keys: {missing[:10]}")
@@ -126,13 +124,26 @@ def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], notes: list[s
             parts.append(f"{len(unexpected)} unexpected keys: {unexpected[:10]}")
         if shapes:
             parts.append(f"{len(shapes)} mis-shaped: {shapes[:10]}")
+        if dtypes:
+            parts.append(f"{len(dtypes)} of another kind of dtype: {dtypes[:10]}")
         raise CheckpointError("checkpoint does not fit POSTERV2: " + "; ".join(parts))
+    bad = non_finite(kept)
+    if bad:
+        raise CheckpointError(f"{len(bad)} tensors of the checkpoint hold NaN or infinite values "
+                              f"(first: {bad[:3]}): the training that wrote it diverged")
     for key in (k for k in kept if k.endswith("relative_position_index")):
         if not torch.equal(kept[key], expected[key]):
             raise CheckpointError(f"{key}: differs from the Swin relative position index this model uses")
     model.load_state_dict(kept, strict=True)
     report.loaded = sorted(kept)
     return report
+
+
+def _same_kind(found: torch.dtype, expected: torch.dtype) -> bool:
+    """A floating-point tensor where the model has one (any precision: the values convert), the
+    model's own dtype otherwise (integer buffers). A file whose header gives a weight an integer
+    dtype of the same byte size, say, is refused instead of loading its bits as numbers."""
+    return found.is_floating_point if expected.is_floating_point else found == expected
 
 
 def _ir50_key(key: str) -> str:
@@ -197,6 +208,31 @@ def load_backbones(model: nn.Module, ir50: Any = None, landmark: Any = None,
     return reports
 
 
+def _head_classes(state: Mapping[str, torch.Tensor]) -> int:
+    """The class count of the state dict's head (7 without one); CheckpointError outside NUM_CLASSES."""
+    head = state.get("VIT.head.linear.weight")
+    if head is None or head.dim() != 2:
+        return 7
+    if not NUM_CLASSES.contains(head.shape[0]):
+        raise CheckpointError(f"the head VIT.head.linear.weight {tuple(head.shape)} has {head.shape[0]} classes; "
+                              f"expected {NUM_CLASSES.describe()}")
+    return int(head.shape[0])
+
+
+def _check_meta(meta: Mapping[str, Any], model: nn.Module, path: Any) -> None:
+    """What a file records of its model (checkpoint.check_entries) agrees with its weights: the
+    class count, and one name per class."""
+    n = model.num_classes
+    recorded, classes = meta.get("num_classes"), meta.get("classes")
+    if isinstance(recorded, int) and recorded != n:
+        raise CheckpointError(f"{source_name(path)}: records num_classes {recorded}, but its weights have {n} "
+                              "classes (VIT.head.linear.weight)")
+    if isinstance(classes, (list, tuple)) and len(classes) != n:
+        raise CheckpointError(f"{source_name(path)}: records {len(classes)} class names, but its weights have "
+                              f"{n} classes (VIT.head.linear.weight)")
+    check_entries(meta, path, (*MODEL_META, RUN))
+
+
 class PretrainedMixin:
     """The classmethods of POSTERV2 that build a model from a file, and `save_pretrained`. The
     class is built as `cls(num_classes, attn_backend=...)`."""
@@ -222,10 +258,13 @@ class PretrainedMixin:
             NUM_CLASSES.check("num_classes", num_classes)
         check_backend_name(attn_backend, "attn_backend")
         state, _ = read_state_dict(path, trusted)
-        head = state.get("VIT.head.linear.weight")
-        model = cls(num_classes or (head.shape[0] if head is not None and head.dim() == 2 and head.shape[0] else 7),
-                    attn_backend=attn_backend)
-        load_checkpoint(model, state)
+        try:
+            model = cls(num_classes or _head_classes(state), attn_backend=attn_backend)
+            load_checkpoint(model, state)
+        except CheckpointError as err:
+            if isinstance(path, Mapping):
+                raise
+            raise CheckpointError(f"{source_name(path)}: {err}") from None
         return model
 
     @classmethod
@@ -241,7 +280,12 @@ class PretrainedMixin:
             (the model, the file's config: hub.model_config's entries).
         """
         state, config = read_exported(source)
-        return cls.from_checkpoint(state, attn_backend=attn_backend), config
+        try:
+            model = cls.from_checkpoint(state, attn_backend=attn_backend)
+        except CheckpointError as err:
+            raise CheckpointError(f"{source_name(source)}: {err}") from None
+        _check_meta({k: config[k] for k in (*MODEL_META, RUN) if config.get(k) is not None}, model, source)
+        return model, config
 
     @classmethod
     def load_trained(cls: type[Model], path: str | os.PathLike, trusted: bool = False,
@@ -261,9 +305,7 @@ class PretrainedMixin:
         """
         if is_safetensors(path) or is_pretrained_dir(path):
             model, config = cls.load_exported(path, attn_backend)
-            meta = {k: config[k] for k in (*MODEL_META, RUN) if config.get(k) is not None}
-            check_entries(meta, path, (*MODEL_META, RUN))
-            return model, meta
+            return model, {k: config[k] for k in (*MODEL_META, RUN) if config.get(k) is not None}
         obj = read_checkpoint(path, trusted)
         state, _ = state_dict_of(obj, str(path))
         meta = ({k: obj[k] for k in MODEL_META if k in obj} | ({RUN: obj[RUN]} if obj.get(RUN) is not None else {})
@@ -273,6 +315,7 @@ class PretrainedMixin:
             model = cls.from_checkpoint(state, attn_backend=attn_backend)
         except CheckpointError as err:
             raise CheckpointError(f"{path}: {err}") from None
+        _check_meta(meta, model, path)
         return model, meta
 
     @classmethod

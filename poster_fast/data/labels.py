@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from ..checks import NUM_CLASSES, check_names
 from ..errors import DataError
 
 
@@ -67,6 +68,9 @@ def resolve_classes(dataset: str, folders: Sequence[str],
     0-based copy of RAF-DB (or any other relabelling) is refused instead of silently
     mislabelled; `override` names the classes explicitly instead.
     """
+    if len(folders) < NUM_CLASSES.low:
+        raise DataError(f"{len(folders)} class folder ({', '.join(folders)}): a classifier needs at least "
+                        f"{NUM_CLASSES.low:g} classes, each a folder of images")
     if override:
         if len(override) != len(folders):
             raise DataError(f"--classes gives {len(override)} names but there are "
@@ -119,4 +123,7 @@ def class_names(num_classes: int, recorded: Mapping[str, Any], dataset: str | No
                             f"class folders ({', '.join(folders)})")
     if len(names) != num_classes:
         raise DataError(f"{source} gives {len(names)} classes but the model has {num_classes}")
-    return names
+    try:
+        return check_names(source, names)
+    except (TypeError, ValueError) as err:
+        raise DataError(str(err)) from None

@@ -58,7 +58,8 @@ class POSTERV2(PretrainedMixin, nn.Module):
     `load_trained`, `load_exported` and `save_pretrained` (pretrained.PretrainedMixin).
 
     Args:
-        num_classes: the number of logits (7 or 8 for the paper's datasets; any count >= 1).
+        num_classes: the number of logits: 7 or 8 for the paper's datasets, any other count from 2
+            to 10000 for other class sets (checks.NUM_CLASSES).
         attn_backend: the W-MCSA implementation, "auto" or one of `poster_fast.ops.BACKENDS`
             ("triton", "cuda", "cpu", "reference"); see `poster_fast.ops.explain`.
     """
@@ -138,5 +139,12 @@ class POSTERV2(PretrainedMixin, nn.Module):
             raise ValueError(f"x: expected images of shape (B, 3, H, W) with B, H, W >= 1, got {tuple(x.shape)}")
         if not x.is_floating_point():
             raise TypeError(f"x: expected floating-point (ImageNet-normalised) images, got {x.dtype}")
+        weight = self.embed_v.proj.weight
+        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f"x: expected {weight.dtype} images, the dtype of the model's weights, got {x.dtype}: "
+                            f"convert the images (x.to({weight.dtype})) or the model (model.to(dtype)), or run "
+                            "under torch.autocast")
+        if x.device != weight.device:
+            raise ValueError(f"x: on {x.device}, the model on {weight.device}: move one of them")
         x112 = F.interpolate(x, size=INPUT_SIZE)
         return self.multiscale_vit(self.cross_fusion(x112, self.landmark_queries(x112)))
