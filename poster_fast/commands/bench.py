@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..benchmarking.config import BASELINES, DTYPE_NAMES, LEVELS, SECTIONS, Config
+from ..benchmarking.config import BASELINES, DTYPE_NAMES, LEVELS, MODEL_SECTIONS, SECTIONS, Config
+from ..checks import THREADS, Range, check_fits
 from ..errors import UsageError
 from ..files import check_output_file
 
@@ -49,7 +50,18 @@ def _at_least(kind: Callable[[str], float], low: float, what: str) -> Callable[[
     return parse
 
 
-_positive, _nonnegative = _at_least(int, 1, "an integer"), _at_least(int, 0, "an integer")
+def _count(limits: Range) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            return limits.parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    return parse
+
+
+# Batches are bounded by the memory (resolve); the counts of calls and threads by these.
+_positive, _calls, _warmup = _count(Range(1, integer=True)), _count(Range(1, 100_000, integer=True)), \
+    _count(Range(0, 100_000, integer=True))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,21 +83,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(cuda, triton, cpu, ...) and the baselines {', '.join(BASELINES)}")
     parser.add_argument("--sections", type=_csv(str, SECTIONS),
                         help=f"parts to run (default all): {','.join(SECTIONS)}")
-    parser.add_argument("--warmup", type=_nonnegative, help="warm-up calls before timing")
-    parser.add_argument("--iters", type=_positive, help="timed calls (the median is reported)")
-    parser.add_argument("--threads", type=_positive,
+    parser.add_argument("--warmup", type=_warmup, help="warm-up calls before timing")
+    parser.add_argument("--iters", type=_calls, help="timed calls (the median is reported)")
+    parser.add_argument("--threads", type=_count(THREADS),
                         help="CPU threads for torch (default: torch's; 1 with --quick on CPU)")
     parser.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda if available")
     parser.add_argument("--time-limit", type=_at_least(float, 1, "seconds"), metavar="SECONDS",
                         help="start no row after this many seconds; the rows left are recorded as cut")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON (after every row)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --json file")
 
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the options, run the bench; 0 when it ran to its end, 2 for a bad option,
     130 when interrupted."""
     if args.json is not None:
-        check_output_file("--json", args.json)
+        check_output_file("--json", args.json, force=args.force)
     cfg = resolve(args)
     if isinstance(cfg, str):
         raise UsageError(cfg)
@@ -129,9 +142,13 @@ def resolve(args: argparse.Namespace) -> Config | str:
     pick = lambda given, gpu, cpu, gpu_quick, cpu_quick: given if given is not None else (
         (gpu_quick if quick else gpu) if cuda else (cpu_quick if quick else cpu))
     batch = pick(args.batch, 144, 8, 16, 2)
+    model_batch = args.model_batch or (args.batch if args.batch is not None else pick(None, 144, 2, 16, 1))
+    too_large = memory_problem(device, batch, model_batch, args.levels or list(LEVELS), args.sections or list(SECTIONS))
+    if too_large:
+        return too_large
     return Config(
         device=device, batch=batch,
-        model_batch=args.model_batch or (args.batch if args.batch is not None else pick(None, 144, 2, 16, 1)),
+        model_batch=model_batch,
         dtypes=args.dtypes or (["fp32", "bf16"] if cuda else ["fp32"]),
         levels=args.levels or list(LEVELS),
         backends=[b for b in known if b in (args.backends or known)], requested=set(args.backends or ()),
@@ -141,6 +158,29 @@ def resolve(args: argparse.Namespace) -> Config | str:
         # A shared 2-core box: one thread avoids OpenMP oversubscription (5x faster when busy).
         threads=args.threads or (1 if quick and not cuda else torch.get_num_threads()),
         time_limit=args.time_limit)
+
+
+def memory_problem(device: Any, batch: int, model_batch: int, levels: list[int], sections: list[str]) -> str | None:
+    """What is wrong with a batch that cannot fit in the device's memory (None if it can): the op
+    rows hold each image's float64 attention scores (model.memory.op_bytes_per_item), the model
+    rows its activations."""
+    from ..device import memory_bytes
+    from ..model.memory import (INFER_BYTES_PER_IMAGE, TRAIN_BYTES_PER_IMAGE, input_bytes,
+                                largest_op_bytes_per_item)
+
+    memory = memory_bytes(device)
+    image = input_bytes(224) + (TRAIN_BYTES_PER_IMAGE if "train" in sections else INFER_BYTES_PER_IMAGE)
+    checks = [("--batch", batch, largest_op_bytes_per_item(tuple(LEVELS[n] for n in levels)),
+               "one image's float64 attention scores", "ops" in sections),
+              ("--model-batch" if model_batch != batch else "--batch", model_batch, image,
+               "one image in the model", bool(set(MODEL_SECTIONS) & set(sections)))]
+    for name, value, per_item, what, used in checks:
+        if used:
+            try:
+                check_fits(name, value, per_item, memory, what)
+            except ValueError as err:
+                return str(err)
+    return None
 
 
 def command_line(args: argparse.Namespace) -> str:

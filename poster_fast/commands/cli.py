@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from types import ModuleType
 from typing import NoReturn, Sequence
@@ -39,7 +40,7 @@ EXIT_STATUS: dict[int, tuple[str, tuple[str, ...]]] = {
                  "       (checked before the work starts)", tuple(COMMANDS)),
     FAILED_EXIT: ("stopped part-way, said in one line: a non-finite training loss, an output that\n"
                   "       could not be written (the others were), or an ONNX file that failed its\n"
-                  "       onnxruntime check (not written)", ("predict", "train", "evaluate", "export")),
+                  "       onnxruntime check (not written)", ("predict", "train", "evaluate", "bench", "export")),
     INTERRUPTED_EXIT: ("interrupted (Ctrl-C, SIGINT)", tuple(COMMANDS)),
 }
 
@@ -86,12 +87,35 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                            epilog=exit_status_text(name))
         if name == command:
             importlib.import_module(path).add_arguments(p)
+    parser.set_defaults(subparsers=sub.choices)
     return parser
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The command line parsed; words no option takes are refused by the command's parser, so
+    that the error names the command."""
+    args, extra = build_parser(next((a for a in argv if not a.startswith("-")), None)).parse_known_args(argv)
+    if extra:
+        args.subparsers[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    del args.subparsers
+    return args
+
+
+def check_environment() -> None:
+    """The environment variables poster_fast reads, before any work: POSTER_FAST_CPU_ISA names
+    a build of the CPU kernels that this CPU runs (the kernels would refuse it on their first
+    call, after the model has loaded)."""
+    if not os.environ.get("POSTER_FAST_CPU_ISA"):
+        return
+    from ..ops.extension import check_cpu_isa_environment
+
+    check_cpu_isa_environment()
 
 
 def run_command(name: str, module: ModuleType, args: argparse.Namespace) -> int:
     """module.run(args); every error a user can act on prints one line and returns its status."""
     try:
+        check_environment()
         return int(module.run(args))
     except USER_ERRORS as err:
         print(f"poster-fast {name}: error: {one_line(str(err))}", file=sys.stderr)
@@ -105,8 +129,6 @@ def run_command(name: str, module: ModuleType, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
     # No top-level option takes a value, so the first word that is not an option is the command.
-    command = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(command).parse_args(argv)
+    args = parse(list(sys.argv[1:] if argv is None else argv))
     return run_command(args.command, importlib.import_module(COMMANDS[args.command][0]), args)

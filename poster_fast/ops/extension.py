@@ -6,8 +6,11 @@ and autograd from ops/autograd.py here. A library that is missing or fails to lo
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
+from ..errors import UsageError
 from . import autograd
 from .validate import WindowProblem
 
@@ -32,3 +35,17 @@ def missing() -> str:
 def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb_table: torch.Tensor,
         p: WindowProblem) -> torch.Tensor:
     return torch.ops.poster_fast.wmca_fwd(q, k, v, rpb_table, p.window[0], p.window[1], p.scale)[0]
+
+
+def check_cpu_isa_environment() -> None:
+    """UsageError unless POSTER_FAST_CPU_ISA (read by the CPU kernels on their first call, which
+    refuse it there) is unset, "auto", or a build of them that this CPU runs."""
+    name = os.environ.get("POSTER_FAST_CPU_ISA") or "auto"
+    if _C is None or name == "auto":
+        return
+    builds, runnable = torch.ops.poster_fast.cpu_isas(True), torch.ops.poster_fast.cpu_isas()
+    if name not in builds:
+        raise UsageError(f"POSTER_FAST_CPU_ISA: expected one of auto, {', '.join(builds)}, got {name!r}")
+    if name not in runnable:
+        raise UsageError(f"POSTER_FAST_CPU_ISA: this CPU cannot run the {name} build; it runs auto, "
+                         f"{', '.join(runnable)}")
