@@ -20,7 +20,7 @@ from torch import nn
 
 from .checkpoint import RUN
 from .checks import check_names
-from .errors import CheckpointError, UsageError
+from .errors import CheckpointError, RunError, UsageError
 from .extras import missing, require
 from .files import Reads, check_output_file, file_problem, loads_json, open_regular, read_json, write_file, write_json
 from .version import __version__
@@ -233,11 +233,16 @@ def pretrained_folder(source: str | os.PathLike) -> Path:
 
 def hub_upload(directory: str | os.PathLike, repo_id: str) -> None:
     """Upload a save_pretrained folder's two files to the Hub repository `repo_id` (created if
-    needed; the Hub's login applies)."""
+    needed; the Hub's login applies). A failed upload (offline, no login, no access) is a
+    RunError naming the repository; the folder stays as written."""
     require_hub()
     from huggingface_hub import HfApi
 
-    api = HfApi()
-    api.create_repo(repo_id, exist_ok=True)
-    api.upload_folder(repo_id=repo_id, folder_path=str(directory),
-                      allow_patterns=[PRETRAINED_CONFIG, PRETRAINED_WEIGHTS])
+    try:
+        api = HfApi()
+        api.create_repo(repo_id, exist_ok=True)
+        api.upload_folder(repo_id=repo_id, folder_path=str(directory),
+                          allow_patterns=[PRETRAINED_CONFIG, PRETRAINED_WEIGHTS])
+    except Exception as err:  # huggingface_hub's errors: offline, not logged in, no access, ...
+        raise RunError(f"cannot upload {directory} to the Hugging Face Hub repository {repo_id} "
+                       f"({type(err).__name__}: {' '.join(str(err).split())[:200]}); the folder is written") from None

@@ -654,6 +654,23 @@ def test_from_pretrained_offline_is_a_checkpoint_error(monkeypatch):
         POSTERV2.from_pretrained("owner/name")
 
 
+def test_a_failed_hub_upload_is_status_3_naming_the_repository(saved, tmp_path, monkeypatch, capsys):
+    hub = types.ModuleType("huggingface_hub")
+    hub.__spec__ = __import__("importlib").machinery.ModuleSpec("huggingface_hub", None)
+
+    class HfApi:
+        def create_repo(self, repo_id, exist_ok):
+            raise OSError("Invalid user token")
+    hub.HfApi = HfApi
+    monkeypatch.setitem(sys.modules, "huggingface_hub", hub)
+    out = tmp_path / "hf"
+    assert main(["export", str(saved[0]), "--pretrained", str(out), "--push-to-hub", "owner/name"]) == 3
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == (f"poster-fast export: error: cannot upload {out} to the Hugging Face Hub "
+                                    "repository owner/name (OSError: Invalid user token); the folder is written")
+    assert "Traceback" not in err and (out / "model.safetensors").is_file()
+
+
 def test_export_creates_a_missing_folder(saved, tmp_path):
     out = tmp_path / "new" / "deeper" / "m.safetensors"
     assert main(["export", str(saved[0]), "--safetensors", str(out), "--pretrained", str(tmp_path / "a" / "hf")]) == 0
