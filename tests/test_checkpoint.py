@@ -243,8 +243,9 @@ def test_bad_metadata_is_a_checkpoint_error(tmp_path, source):
 
 
 def test_bad_arguments_of_the_model_api():
-    for value, error in (("7", TypeError), (0, ValueError), (True, TypeError), (7.0, TypeError)):
-        with pytest.raises(error, match="num_classes: expected an integer >= 1"):
+    for value, error in (("7", TypeError), (0, ValueError), (1, ValueError), (10_001, ValueError), (True, TypeError),
+                         (7.0, TypeError)):
+        with pytest.raises(error, match="num_classes: expected an integer from 2 to 10000"):
             POSTERV2(num_classes=value)
     with pytest.raises(ValueError, match="attn_backend: expected one of auto, .*got 'bogus'"):
         POSTERV2(attn_backend="bogus")

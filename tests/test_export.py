@@ -324,10 +324,9 @@ def test_hub_without_huggingface_hub_says_what_to_install(tmp_path, monkeypatch)
      "--opset: expected an integer from 18 to 99, got '17'"),
     (["--safetensors", "{tmp}/m.st", "--push-to-hub", "x/y"], "give --pretrained DIR too"),
     (["--onnx", "{tmp}/m.onnx", "--image-size", "0"], "--image-size: expected an integer from 1 to 1024, got '0'"),
-    (["--safetensors", "{tmp}/existing"], "existing exists: not overwriting it"),
-    (["--safetensors", "{tmp}/no/such/dir/m.safetensors"], "the folder {tmp}/no/such/dir does not exist"),
-    (["--safetensors", "{tmp}"], "is a folder: expected a file name"),
-    (["--pretrained", "{tmp}/existing"], "is a file: expected a folder"),
+    (["--safetensors", "{tmp}/existing"], "existing: exists; it is not overwritten without --force"),
+    (["--safetensors", "{tmp}"], "is a folder; expected a file name"),
+    (["--pretrained", "{tmp}/existing"], "is a file; expected a folder"),
 ])
 def test_bad_options_and_outputs_are_refused_before_any_work(options, message, trained, tmp_path, capsys):
     existing = tmp_path / "existing"
