@@ -4,6 +4,7 @@ d_table tiling and reduction, the float32 table, 3xTF32 accuracy and the config-
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import subprocess
@@ -233,6 +234,68 @@ def test_tf32x3_within_fp32_policy(level: str) -> None:
     exact, same = reference_results(inputs, case.window, grad_out)
     got = check_module.kernel_dots(inputs, case.window, grad_out, check_module.mm_tf32x3)
     assert_within_reference_error(got, exact, same)
+
+
+def test_tensor_core_accumulation_model() -> None:
+    """The model of the tensor cores' sum on hand-made steps: "rn" rounds a step's exact sum once;
+    "rz" aligns the terms to the largest one's fp32 ulp, drops what lies below, truncates the sum."""
+    m = _tf32x3_check()
+    one = torch.ones(1, 1, dtype=torch.float64)
+    quarter = one * 2.0 ** -25  # a quarter of 1.0's fp32 ulp
+    assert m.tc_step([one, quarter, quarter, quarter, quarter], "rn").item() == 1 + 2 ** -23
+    assert m.tc_step([one, quarter, quarter, quarter, quarter], "rz").item() == 1.0
+    assert m.tc_step([-3 * one, -(2 ** -22 + 2 ** -23) * one], "rz").item() == -(3 + 2 ** -22)
+    assert m.tc_step([(2 ** 24 - 1) * one, 1.5 * one], "rz").item() == 2 ** 24  # carry, then 24 bits
+    a, b = torch.randn(3, 5, 40), torch.randn(3, 40, 6)
+    exact = a.double() @ b.double()
+    for rounding in ("rn", "rz"):
+        got = m.mm_tf32x3_tc(a, b, rounding=rounding, k_step=4, tile_k=16).double()
+        assert (got - exact).abs().max() <= 40 * 2 ** -23 * (a.abs().double() @ b.abs().double()).max()
+
+
+def test_tf32x3_on_tensor_cores_within_fp32_policy() -> None:
+    """With the tensor cores' own sum modelled as its worst case here (truncating adder, 4 products
+    a step: benchmarks/tf32x3_check.py, which runs all three levels), forward and all gradients stay
+    within the fp32 policy; level 3's shape at batch 2 (the model is slow on the CPU)."""
+    check_module = _tf32x3_check()
+    case = Case(2, 1, 8, (7, 7), 32)
+    inputs = make_inputs(case, F32)
+    grad_out = torch.randn(case.batch, case.heads, case.tokens, case.head_dim)
+    exact, same = reference_results(inputs, case.window, grad_out)
+    mm = functools.partial(check_module.mm_tf32x3_tc, rounding="rz", k_step=4)
+    assert_within_reference_error(check_module.kernel_dots(inputs, case.window, grad_out, mm), exact, same)
+
+
+def test_tf32x3_lowering_is_the_modelled_one(tmp_path: Path) -> None:
+    """Triton lowers a tf32x3 dot with an accumulator as the model assumes: three tf32 dots chained
+    from zero (small x big, big x small, NaNs zeroed, big x big), then the accumulator added in fp32
+    (compiled for sm_80 and sm_90 in a subprocess without the interpreter; no GPU needed)."""
+    code = (
+        "import re\n"
+        "import triton, triton.language as tl\n"
+        "from triton.backends.compiler import GPUTarget\n"
+        "from triton.compiler import ASTSource\n"
+        "@triton.jit\n"
+        "def k(A, B, C, OUT):\n"
+        "    i = tl.arange(0, 64)\n"
+        "    j = tl.arange(0, 32)\n"
+        "    a = tl.load(A + i[:, None] * 32 + j[None, :])\n"
+        "    b = tl.load(B + j[:, None] * 32 + j[None, :])\n"
+        "    acc = tl.load(C + i[:, None] * 32 + j[None, :])\n"
+        "    tl.store(OUT + i[:, None] * 32 + j[None, :], acc + tl.dot(a, b, input_precision='tf32x3'))\n"
+        "src = ASTSource(k, {'A': '*fp32', 'B': '*fp32', 'C': '*fp32', 'OUT': '*fp32'}, {})\n"
+        "for arch in (80, 90):\n"
+        "    ir = triton.compile(src, target=GPUTarget('cuda', arch, 32), options={'num_warps': 4}).asm['ttgir']\n"
+        "    found = re.findall(r'= (tt\\.dot|ttng\\.warp_group_dot|arith\\.cmpf uno|arith\\.select|arith\\.addf)\\b', ir)\n"
+        "    print(arch, [op.split('.')[-1].replace('warp_group_dot', 'dot') for op in found])\n"
+    )
+    (tmp_path / "lowering.py").write_text(code)  # triton.jit reads the kernel's source file
+    env = {key: val for key, val in os.environ.items() if key != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, str(tmp_path / "lowering.py")], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    chain = "['dot', 'dot', 'cmpf uno', 'select', 'dot', 'addf']"
+    assert result.stdout.splitlines() == [f"80 {chain}", f"90 {chain}"]
 
 
 def test_tf32_rounding_matches_the_interpreter_emulation() -> None:
