@@ -33,36 +33,9 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-PY=${PY:-python3}
-OUT_DIR=${OUT:-$PWD/bench-out}
-LOG_DIR=$OUT_DIR/gpu_check
-mkdir -p "$LOG_DIR"
-rm -f "$LOG_DIR"/*.log "$LOG_DIR/steps.tsv" "$LOG_DIR/summary.txt" "$OUT_DIR"/bench-*.json
-STEPS=$LOG_DIR/steps.tsv
-CONSOLE=$LOG_DIR/console.log
-
-if [ "$MODE" = gpu ]; then
-  BUDGET=${GPU_CHECK_BUDGET:-510}
-  unset TRITON_INTERPRET             # real kernels
-  export TRITON_PRINT_AUTOTUNING=1   # the autotuner prints each winning config (summary lists them)
-  EXT=cuda                           # the compiled extension's backend
-  BUILD_ENV=()                       # CUDA kernels when torch is a CUDA build and nvcc is found
-  PYTEST_RUN=(-q -rfE)
-  BENCH_ARGS=(--device cuda --batch 144 --dtypes fp32,bf16)
-  #      cap reserve: a step runs at most `cap` s and leaves `reserve` s to the steps after it
-  CAPS=(machine 30 470 build 180 320 import 30 290 ops 240 100 "ops-$EXT" 60 70 model 150 15
-        ops-flex 150 15 tests 150 10 all-configs 150 5)
-else
-  BUDGET=${GPU_CHECK_BUDGET:-600}
-  export TRITON_INTERPRET=1          # Triton kernels through the interpreter
-  EXT=cpu
-  BUILD_ENV=(POSTER_FAST_CUDA=0)
-  PYTEST_RUN=(-q --collect-only)     # which GPU tests would run (they skip or crawl on the CPU)
-  BENCH_ARGS=(--device cpu --batch 1 --model-batch 1 --levels 3 --dtypes fp32 --warmup 0 --iters 1)
-  CAPS=(machine 60 540 build 240 320 import 60 300 ops 120 260 "ops-$EXT" 60 230 model 300 40
-        ops-flex 300 40 tests 60 15 all-configs 60 5)
-fi
-# Backend groups, one bench process each: step name and its --backends.
+# Backend groups, one bench process each: step name and its --backends (EXT: the compiled
+# extension's backend, cuda; cpu in the dry run). Checked before anything is written.
+EXT=$([ "$MODE" = gpu ] && echo cuda || echo cpu)
 BENCH_GROUPS=(ops triton,reference,sdpa_mask "ops-$EXT" "$EXT,reference")
 [ "$FLEX" = 1 ] && BENCH_GROUPS+=(ops-flex flex,reference)
 FAULT_STEP=
@@ -76,6 +49,34 @@ if [ -n "$FAULT" ]; then
     for ((i = 0; i < ${#BENCH_GROUPS[@]}; i += 2)); do leaders+=("${BENCH_GROUPS[i + 1]%%,*}"); done
     usage "--fault $FAULT: expected the backend of a bench group (${leaders[*]})"
   fi
+fi
+
+PY=${PY:-python3}
+OUT_DIR=${OUT:-$PWD/bench-out}
+LOG_DIR=$OUT_DIR/gpu_check
+mkdir -p "$LOG_DIR"
+rm -f "$LOG_DIR"/*.log "$LOG_DIR/steps.tsv" "$LOG_DIR/summary.txt" "$OUT_DIR"/bench-*.json
+STEPS=$LOG_DIR/steps.tsv
+CONSOLE=$LOG_DIR/console.log
+
+if [ "$MODE" = gpu ]; then
+  BUDGET=${GPU_CHECK_BUDGET:-510}
+  unset TRITON_INTERPRET             # real kernels
+  export TRITON_PRINT_AUTOTUNING=1   # the autotuner prints each winning config (summary lists them)
+  BUILD_ENV=()                       # CUDA kernels when torch is a CUDA build and nvcc is found
+  PYTEST_RUN=(-q -rfE)
+  BENCH_ARGS=(--device cuda --batch 144 --dtypes fp32,bf16)
+  #      cap reserve: a step runs at most `cap` s and leaves `reserve` s to the steps after it
+  CAPS=(machine 30 470 build 180 320 import 30 290 ops 240 100 "ops-$EXT" 60 70 model 150 15
+        ops-flex 150 15 tests 150 10 all-configs 150 5)
+else
+  BUDGET=${GPU_CHECK_BUDGET:-600}
+  export TRITON_INTERPRET=1          # Triton kernels through the interpreter
+  BUILD_ENV=(POSTER_FAST_CUDA=0)
+  PYTEST_RUN=(-q --collect-only)     # which GPU tests would run (they skip or crawl on the CPU)
+  BENCH_ARGS=(--device cpu --batch 1 --model-batch 1 --levels 3 --dtypes fp32 --warmup 0 --iters 1)
+  CAPS=(machine 60 540 build 240 320 import 60 300 ops 120 260 "ops-$EXT" 60 230 model 300 40
+        ops-flex 300 40 tests 60 15 all-configs 60 5)
 fi
 DEADLINE=$((SECONDS + BUDGET))
 N=0

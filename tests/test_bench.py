@@ -314,7 +314,7 @@ def test_gpu_check_usage_errors(argv, message, tmp_path):
     proc = subprocess.run(["bash", "benchmarks/gpu_check.sh", *argv], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
-    assert not (tmp_path / "gpu_check" / "steps.tsv").exists()
+    assert not (tmp_path / "gpu_check").exists()  # nothing written, nothing removed
 
 
 def _summary(tmp_path, steps: list[tuple], *args: str) -> subprocess.CompletedProcess:

@@ -51,8 +51,8 @@ def _cfgs(names: tuple[str, ...], rows: list[tuple[int, ...]]) -> list[triton.Co
     return [triton.Config(dict(zip(names, r[:-2])), num_warps=r[-2], num_stages=r[-1]) for r in rows]
 
 
-# No config wastes warps: a dot's M side (BM for fwd and dq, BN for dkdv: the rows a program
-# owns) is at least 16 x num_warps, so no two warps compute the same rows. dkdv's BM is the N side
+# No fwd, dq or dkdv config wastes warps: the M side of their dots (BM for fwd and dq, BN for
+# dkdv: the rows a program owns) is at least 16 x num_warps, so no two warps compute the same rows. dkdv's BM is the N side
 # of two of its four dots: 64x16 (HGMMA n16 on sm_90) is kept for fp32 on sm_80 only, the one
 # dkdv config that does not spill there (3xTF32 dots need the most registers; sm_80's mma.sync
 # is n8 wide anyway).
@@ -68,7 +68,8 @@ _ALL = _F32 | _HALF
 # dkdv's 64x16 where a wider config fits. kernel -> config index -> {(dtype, arch)}.
 EXCLUDED: dict[str, dict[int, set[tuple[torch.dtype, int]]]] = {
     "_fwd_kernel": {1: {(torch.float32, 80)}, 3: {(dt, 80) for dt in _ALL}},
-    "_dkdv_kernel": {0: {(torch.float32, 80)}, 1: {(torch.float32, 80)}, 2: {(dt, 80) for dt in _ALL},
+    "_dkdv_kernel": {0: {(torch.float32, 80)}, 1: {(torch.float32, 80)},
+                     2: {(dt, 80) for dt in _ALL} | {(torch.float32, 90)},
                      3: {(dt, 90) for dt in _ALL} | {(dt, 80) for dt in _HALF}},
     "_dq_kernel": {1: {(torch.float32, 80)}, 3: {(torch.float32, 80)}},
     "_dtable_kernel": {1: {(torch.float32, 80), (torch.float32, 90)}, 2: {(torch.float32, 80)},
