@@ -75,8 +75,8 @@ else
   BUILD_ENV=(POSTER_FAST_CUDA=0)
   PYTEST_RUN=(-q --collect-only)     # which GPU tests would run (they skip or crawl on the CPU)
   BENCH_ARGS=(--device cpu --batch 1 --model-batch 1 --levels 3 --dtypes fp32 --warmup 0 --iters 1)
-  CAPS=(machine 60 540 build 240 320 import 60 300 ops 120 260 "ops-$EXT" 60 230 model 300 40
-        ops-flex 300 40 tests 60 15 all-configs 60 5)
+  CAPS=(machine 60 540 build 240 320 import 60 300 ops 120 260 "ops-$EXT" 60 230 model 300 60
+        ops-flex 300 60 tests 120 30 all-configs 120 5)
 fi
 DEADLINE=$((SECONDS + BUDGET))
 N=0

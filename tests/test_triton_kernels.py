@@ -64,8 +64,8 @@ MAX_CONFIGS = max(len(c) for c in kernels.CONFIGS.values()) if triton_backend.FO
 @pytest.mark.parametrize("level", list(LEVELS))
 @pytest.mark.parametrize("dtype", [F32, BF16], ids=str)
 def test_every_config_at_level_shapes_gpu(level: str, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each config the autotuner may pick on this GPU for this dtype, one at a time (the first
-    config of each list is what the other GPU tests use)."""
+    """Each config the autotuner may pick on this GPU for this dtype, one at a time (the first of
+    them is what the other GPU tests use)."""
     major, minor = torch.cuda.get_device_capability()
     arch = 10 * major + minor
     for index in range(MAX_CONFIGS):
