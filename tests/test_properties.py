@@ -197,7 +197,7 @@ def test_any_command_line_starts_the_work_or_gives_one_line_and_status_2(name, h
                argv[1:2] * (name == "export")):
             assert code == 2, (argv, err)  # a model or backbone file that is a FIFO is refused, never opened
         if any(same(w, r) for w in writes for r in reads):
-            assert code == 2 and "is one of the input files" in err, (argv, err)
+            assert code == 2, (argv, err)  # (another option may be refused first: the message may differ)
         after = snapshot(hostile)
         assert {k: after.get(k) for k in before} == before, argv  # nothing read or overwritten is changed
     check()
@@ -338,6 +338,7 @@ def test_class_names_are_distinct_names_and_never_take_a_csv_column(names):
     """Any class names: refused (TypeError/ValueError naming the argument) unless distinct and
     non-empty once stripped; accepted ones get one CSV column each, none of predict's own."""
     import csv
+    import io
 
     from poster_fast.checks import check_names
     from poster_fast.faces import Box
@@ -357,7 +358,7 @@ def test_class_names_are_distinct_names_and_never_take_a_csv_column(names):
     probs = {c: (i + 1) / 100 for i, c in enumerate(classes)}
     face = Face(Box(1, 2, 3, 4), classes[0], 0.5, probs)
     text = csv_document([PhotoResult("p.png", faces=[face])], classes)
-    row = next(csv.DictReader(text.splitlines(keepends=True)))
+    row = next(csv.DictReader(io.StringIO(text, newline="")))  # (str.splitlines would split at \x85 too)
     assert (row["file"], row["label"], row["score"], row["x"]) == ("p.png", classes[0], "0.5", "1")
     assert [float(row[c]) for c in columns] == list(probs.values())
 
