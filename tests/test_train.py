@@ -90,10 +90,13 @@ def test_train_resume_evaluate(data, tmp_path, capsys, monkeypatch):
 
     # An output that cannot be written is named (status 3); the others are written.
     import poster_fast.training.plots as plots
+    from poster_fast.files import write_file
 
-    def no_space(*args, **kwargs):
-        raise OSError(28, "No space left on device")
-    monkeypatch.setattr(plots, "plot_confusion", no_space)
+    def no_space(path, write):  # the disk is full when the plot is written (files.write_file's OSError)
+        def fail(tmp):
+            raise OSError(28, "No space left on device")
+        return write_file(path, fail)
+    monkeypatch.setattr(plots, "write_file", no_space)
     assert main(["evaluate", "--data", str(data), "--checkpoint", str(out / "best.pt"), "--workers", "0",
                  "--image-size", "64", "--out", str(tmp_path / "eval2")]) == 3
     err = capsys.readouterr().err
