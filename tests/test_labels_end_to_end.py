@@ -139,7 +139,7 @@ def test_python_api_names_the_favoured_class(case, photo, tmp_path):
     assert probs.shape == (2, len(names))
     for p in probs:
         assert_probs(dict(zip(names, p.tolist())), want)
-    (result,) = predict_files([photo], classifier, None, progress=False)
+    (result,) = predict_files([photo], recognizer(classifier), progress=False)
     (face,) = result.faces
     assert face.label == names[favoured]
     assert_probs(face.probs, want)
