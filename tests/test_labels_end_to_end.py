@@ -14,6 +14,7 @@ import csv
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageChops
@@ -122,7 +123,9 @@ def test_predict_outputs_name_the_favoured_class(case, photo, tmp_path, capsys):
     def rendering(name: str) -> Image.Image:
         from poster_fast.faces import Box
 
-        return draw_faces(load_image(photo), [Face(Box(x, y, w, h), name, face["score"])])
+        marks = None if face["landmarks"] is None else np.array(list(face["landmarks"].values()))
+        return draw_faces(load_image(photo), [Face(Box(x, y, w, h), face["detection_score"], marks, name,
+                                                   face["score"])])
 
     assert ImageChops.difference(drawn, rendering(label)).getbbox() is None, "the annotation is not the label's"
     assert all(ImageChops.difference(drawn, rendering(other)).getbbox() is not None

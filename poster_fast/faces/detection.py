@@ -24,12 +24,13 @@ class Box:
 
 @dataclass(frozen=True, eq=False)
 class Detection:
-    """A face found in an image: its box, the detector's score (None for detectors without one)
-    and its five landmarks (LANDMARKS, a (5, 2) float array of x, y; None where the detector
-    gives none)."""
+    """A face found in an image: its box, the detector's score (None for detectors without one),
+    its five landmarks (LANDMARKS, a (5, 2) float array of x, y; None where the detector gives
+    none) and its in-plane rotation where the detector measured it (degrees, as `tilt`)."""
     box: Box
     score: float | None = None
     landmarks: np.ndarray | None = None
+    rotation: float | None = None
 
     @property
     def centre(self) -> tuple[float, float]:
@@ -42,8 +43,10 @@ class Detection:
 
     @property
     def tilt(self) -> float | None:
-        """The in-plane rotation of the eye line, in degrees, counter-clockwise as seen (None
-        without landmarks)."""
+        """The in-plane rotation of the face, in degrees, counter-clockwise as seen: as measured
+        by the detector, else that of the eye line (None without landmarks)."""
+        if self.rotation is not None:
+            return self.rotation
         if self.landmarks is None:
             return None
         (rx, ry), (lx, ly) = self.landmarks[0], self.landmarks[1]

@@ -209,7 +209,7 @@ def draw_faces(img: Image.Image, faces: list[Face]) -> Image.Image:
         b = face.box
         draw.rectangle((b.x, b.y, b.x + b.w, b.y + b.h), outline=(0, 255, 0), width=width)
         dot = max(width, round(max(b.w, b.h) / 40))
-        for (x, y), colour in zip(face.landmarks if face.landmarks is not None else (), LANDMARK_COLOURS):
+        for (x, y), colour in zip(np.rint(face.landmarks) if face.landmarks is not None else (), LANDMARK_COLOURS):
             draw.ellipse((x - dot, y - dot, x + dot, y + dot), fill=colour)
         text = f"{face.label} {face.score:.2f}"
         left, top, right, bottom = draw.textbbox((b.x, b.y), text, font=font)

@@ -143,7 +143,8 @@ class Recognizer:
         out: Crops = []
         pil: Image.Image | None = None
         for found in (detector or self.detector)(image, bgr):
-            face = Face(found.box, found.score, found.landmarks)
+            marks = None if found.landmarks is None else np.round(found.landmarks.astype(np.float64), 2)
+            face = Face(found.box, found.score, marks)  # landmarks to 0.01 px, as the outputs write them
             if self.align and found.landmarks is not None:
                 crop, _ = aligned_crop(image, found.landmarks, self.image_size, self.margin)
                 out.append((face, self.to_tensor.normalize(rgb(crop, bgr))))
