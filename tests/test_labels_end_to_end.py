@@ -19,6 +19,7 @@ import pytest
 import torch
 from PIL import Image, ImageChops
 
+from command_utils import recognizer
 from poster_fast import POSTERV2
 from poster_fast.commands.cli import main
 from poster_fast.data.images import load_image
