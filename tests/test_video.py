@@ -252,3 +252,11 @@ def test_every_must_be_a_positive_integer(value, place, work, capsys):  # noqa: 
     assert err.startswith(f"poster-fast predict: error: argument --every: expected an integer >= 1, got '{value}'")
     with pytest.raises(ValueError, match="every: expected an integer >= 1"):
         predict_files([], recognizer(FakeClassifier()), every=0, progress=False)
+
+
+def test_max_frames_and_duration_end_a_file(clip):
+    rec = recognizer(FakeClassifier())
+    (video,) = predict_files([clip / "clip.mp4"], rec, max_frames=3, progress=False)
+    assert [f.index for f in video.frames] == [0, 1, 2]
+    (video,) = predict_files([clip / "clip.mp4"], rec, every=2, duration=4.5 / FPS, progress=False)
+    assert [f.index for f in video.frames] == [0, 2, 4]  # the video's own time: frame 4 at 4/FPS s
