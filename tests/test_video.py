@@ -113,7 +113,8 @@ def test_every_n_picks_frames_0_n_2n(clip, every):
 
 def test_crops_batch_across_frames_with_the_same_results(clip, classifier, detector, timeline, monkeypatch):
     """Batch 1 (smaller than a frame's faces) and batch 3 (its first batch holds the faces of
-    frame 0 and of frame 3) give the probabilities of batch 16 (every 3rd frame, to be quick)."""
+    frame 0 and of frame 3) give the faces and probabilities of batch 16 (every 3rd frame, to be
+    quick)."""
     sizes: list[int] = []
     real = classifier.probabilities
 
@@ -121,7 +122,10 @@ def test_crops_batch_across_frames_with_the_same_results(clip, classifier, detec
         sizes.append(len(batch))
         return real(batch)
     monkeypatch.setattr(classifier, "probabilities", record)
-    sampled = timeline.frames[::3]
+    (reference,) = predict_files([clip / "clip.mp4"], recognizer(classifier, detector, batch_size=16), every=3,
+                                 progress=False)
+    sampled = reference.frames
+    assert [f.index for f in sampled] == [f.index for f in timeline.frames[::3]]
     for batch_size in (1, 3):
         sizes.clear()
         (video,) = predict_files([clip / "clip.mp4"], recognizer(classifier, detector, batch_size=batch_size),

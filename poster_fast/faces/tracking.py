@@ -1,24 +1,20 @@
-"""Faces through the frames of a video at a fraction of a photo's cost: faces move little from one
-processed frame to the next, so most frames need only YuNet's first pass.
+"""Faces through the frames of a video at a fraction of a photo's cost: faces move and turn little
+from one processed frame to the next.
 
 Key frames (the first, then every `key_every`-th processed frame) get the whole search of a photo
-(yunet.YuNet.passes). Every other frame gets the first pass (upright, 640 pixels on the long side)
-and, for each face of the previous frame that pass would miss (tilted by TILTED degrees or more,
-or under yunet.SEEN pixels at its scale), one pass on the region around it: REGION face sizes
-square, turned upright by the face's tilt and scaled so that the face is REGION_FACE pixels. A
-face that turns gradually is followed through any tilt; a face that appears already tilted or
-small is found at the next key frame.
+(yunet.YuNet.passes, each face refined where it is upright). Every other frame gets YuNet's first
+pass (upright, 640 pixels on the long side, not refined) and, for each face of the previous frame,
+one region pass around it turned upright by that face's tilt (yunet.YuNet.region), whose find
+replaces the first pass's: so a followed face keeps the tilt measured at the key frame, and is
+found however tilted or small it is. A face that appears between key frames is found by the first
+pass where it can be (upright and not small), without a measured tilt, until the next key frame.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .detection import Detection
-from .yunet import SEEN, Pass, YuNet, around, as_bgr, first_scale, scaled
-
-TILTED = 20.0  # degrees
-REGION = 2.5  # the region's side, in face sizes
-REGION_FACE = 96  # pixels: a face's size in its region pass
+from .detection import Detection, merge, same_face
+from .yunet import Pass, YuNet, as_bgr, first_scale, scaled
 
 
 class Tracking:
@@ -35,23 +31,18 @@ class Tracking:
         self.frames = 0
         self.previous: list[Detection] = []
 
-    def passes(self, width: int, height: int) -> list[Pass]:
-        """This frame's passes (counts the frame)."""
-        key = self.frames % self.key_every == 0
-        self.frames += 1
-        if key:
-            return self.detector.passes(width, height)
-        s = first_scale(width, height, self.detector.min_face)
-        out = [scaled(width, height, s)]
-        for face in self.previous:
-            tilt = face.tilt or 0.0
-            if abs(tilt) >= TILTED or face.size * s < SEEN:
-                side = round(REGION * REGION_FACE)
-                out.append(around(face.centre, -tilt, REGION_FACE / face.size, (side, side)))
-        return out
-
     def __call__(self, image: np.ndarray, bgr: bool = False) -> list[Detection]:
         bgr_image = as_bgr(image, bgr)
         height, width = bgr_image.shape[:2]
-        self.previous = self.detector.search(bgr_image, self.passes(width, height))
+        key = self.frames % self.key_every == 0
+        self.frames += 1
+        if key:
+            self.previous = self.detector.search(bgr_image, self.detector.passes(width, height))
+            return self.previous
+        first: Pass = scaled(width, height, first_scale(width, height, self.detector.min_face))
+        found = self.detector.search(bgr_image, [first], refine=False)
+        followed = [d for d in (self.detector.region(bgr_image, f, f.tilt or 0.0) for f in self.previous)
+                    if d is not None]
+        self.previous = merge(followed + [d for d in found if not any(same_face(d, f) for f in followed)],
+                              self.detector.min_face)
         return self.previous

@@ -169,10 +169,10 @@ class YuNet:
         height, width = bgr_image.shape[:2]
         return self.search(bgr_image, self.passes(width, height))
 
-    def search(self, bgr_image: np.ndarray, passes: Sequence[Pass]) -> list[Detection]:
-        """The faces found by `passes` of a BGR image, merged, each one refined (`upright`)."""
+    def search(self, bgr_image: np.ndarray, passes: Sequence[Pass], refine: bool = True) -> list[Detection]:
+        """The faces found by `passes` of a BGR image, merged, each one refined (`upright`) if `refine`."""
         found = merge((d for p in passes for d in self.run(bgr_image, p)), self.min_face)
-        return [self.upright(bgr_image, d) for d in found]
+        return [self.upright(bgr_image, d) for d in found] if refine else found
 
     def region(self, bgr_image: np.ndarray, face: Detection, degrees: float) -> Detection | None:
         """`face` found again in the region around it, turned clockwise by `degrees` (to upright a
@@ -180,7 +180,10 @@ class YuNet:
         side = round(REGION * REGION_FACE)
         p = around(face.centre, -degrees, REGION_FACE / face.size, (side, side))
         near = [d for d in self.run(bgr_image, p) if same_face(d, face)]
-        return max(near, key=lambda d: d.score or 0.0) if near else None
+        if not near:
+            return None
+        best = max(near, key=lambda d: d.score or 0.0)
+        return Detection(best.box, best.score, best.landmarks, rotation=degrees)
 
     def upright(self, bgr_image: np.ndarray, face: Detection) -> Detection:
         """`face` with its tilt measured by YuNet's score and its box and landmarks found where it
