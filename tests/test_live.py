@@ -163,3 +163,33 @@ def test_timeline_file_has_each_line_at_once(tmp_path):
 def test_live_options_are_checked(argv, message, capsys):
     code, err = run(["predict", *argv, "--allow-random"], capsys)
     assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_ahead_hands_on_errors_and_closes_its_source():
+    from poster_fast.inference.ahead import Ahead
+
+    def failing():
+        yield 1
+        yield 2
+        raise OSError("disk gone")
+    with pytest.raises(OSError, match="disk gone"):
+        assert list(Ahead(failing(), depth=1)) == [1, 2]
+
+    closed = threading.Event()
+
+    def endless():
+        try:
+            k = 0
+            while True:
+                yield k
+                k += 1
+        finally:
+            closed.set()
+    ahead = Ahead(endless(), depth=2)
+    got = []
+    for k in ahead:
+        got.append(k)
+        if k == 5:
+            break
+    ahead.close()
+    assert got == [0, 1, 2, 3, 4, 5] and closed.wait(5)
