@@ -151,7 +151,8 @@ def face_images() -> list[Case]:
                       *lfw_group(range(16, 25), 120, 3, 40, 2, texture="gravel")))
     for degrees in (-45, -30, -15, 15, 30, 45):
         cases.append(Case(f"astronaut tilted {degrees}", "tilt", *rotate(photo, [face], degrees)))
-    cases.append(Case("lfw tilted +-30 +-45", "tilt", *lfw_group(range(25, 37), 96, 4, 40, 3, tilts=(30, -45, -30, 45))))
+    cases.append(Case("lfw tilted +-30 +-45", "tilt",
+                      *lfw_group(range(25, 37), 96, 4, 40, 3, tilts=(30, -45, -30, 45))))
     for target in (22, 26, 32):
         small, faces = scaled(photo, [face], target / ASTRONAUT_SIZE)
         canvas, placed = background(640, 480, target), []

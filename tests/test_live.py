@@ -87,7 +87,8 @@ def test_camera_max_frames_and_a_timeline_followed_while_it_runs(camera, monkeyp
     lines, out = tmp_path / "t.jsonl", tmp_path / "t.json"
     classifier = Classifier(timeline=lines)
     use(monkeypatch, classifier)
-    assert main(["predict", "--camera", "0", "--max-frames", "4", "--jsonl", str(lines), "--json", str(out), *ARGS]) == 0
+    argv = ["predict", "--camera", "0", "--max-frames", "4", "--jsonl", str(lines), "--json", str(out), *ARGS]
+    assert main(argv) == 0
     # Frames are classified in order, a batch each: at frame k's batch, frames 0..k-1 are in the file.
     assert classifier.lines_at_batch == [0, 1, 2, 3]
     entries = [json.loads(line) for line in lines.read_text().splitlines()]

@@ -152,8 +152,8 @@ def test_frame_probabilities_match_the_frame_classified_as_a_photo(clip, classif
         frame = timeline.frames[i]
         assert len(photo.faces) == len(frame.faces)
         for a, b in zip(photo.faces, frame.faces):
-            assert np.abs(np.subtract([a.box.x, a.box.y, a.box.w, a.box.h], [b.box.x, b.box.y, b.box.w, b.box.h])).max() \
-                <= (0 if i == 0 else 3)
+            shift = np.subtract([a.box.x, a.box.y, a.box.w, a.box.h], [b.box.x, b.box.y, b.box.w, b.box.h])
+            assert np.abs(shift).max() <= (0 if i == 0 else 3)
         if i == 0:
             np.testing.assert_allclose(probabilities(frame), probabilities(photo), rtol=0, atol=2e-6)
 
