@@ -140,7 +140,8 @@ def test_crops_batch_across_frames_with_the_same_results(clip, classifier, detec
 def test_frame_probabilities_match_the_frame_classified_as_a_photo(clip, classifier, detector, timeline, tmp_path):
     """Each frame, as OpenCV decodes it, saved losslessly and classified as a photo: the first
     frame (a key frame: the whole search of a photo) gives the same faces and probabilities; the
-    others (a video's faces are followed from frame to frame, faces.Tracking) the same faces."""
+    others (a video's faces are followed from frame to frame, faces.Tracking) the same faces, their
+    boxes within a tenth of their size."""
     frames, _ = read_video(clip / "clip.mp4")
     files = []
     for i in (0, 3, 9):
@@ -151,9 +152,9 @@ def test_frame_probabilities_match_the_frame_classified_as_a_photo(clip, classif
         assert isinstance(photo, PhotoResult) and photo.error is None
         frame = timeline.frames[i]
         assert len(photo.faces) == len(frame.faces)
-        for a, b in zip(photo.faces, frame.faces):
+        for a, b in zip(photo.faces, frame.faces):  # key frame: the same box; others: the same face
             shift = np.subtract([a.box.x, a.box.y, a.box.w, a.box.h], [b.box.x, b.box.y, b.box.w, b.box.h])
-            assert np.abs(shift).max() <= (0 if i == 0 else 3)
+            assert np.abs(shift).max() <= (0 if i == 0 else 0.1 * max(a.box.w, a.box.h)), (i, a.box, b.box)
         if i == 0:
             np.testing.assert_allclose(probabilities(frame), probabilities(photo), rtol=0, atol=2e-6)
 
