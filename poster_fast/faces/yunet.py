@@ -7,19 +7,22 @@ An image is searched in several passes whose finds are merged (detection.merge):
 - where faces of `min_face` pixels would be under 32 pixels at that scale, once more at the
   scale that makes them 32 pixels (at most 1920 pixels on the long side), keeping only the faces
   too small for the first pass (enlarged, larger things are taken for faces);
-- rotated by each angle of `rotations` (default +-40 degrees) at the first scale, on a canvas
+- rotated by each angle of `rotations` (default +-40 degrees) at the image's own scale (at most
+  1024 pixels on the long side; the first pass's where that is larger), on a canvas
   grown to hold the whole rotated image: YuNet alone finds faces tilted up to about 30 degrees,
   these passes those tilted up to about 70.
 Each pass is a warp of the image; its finds are mapped back through the inverse warp, so boxes
 and landmarks are in the coordinates of the image given.
 
 YuNet's landmarks keep the eyes nearly level in whatever view it is given (on the astronaut tilted
-by 30 degrees, YuNet-s puts them within 2 degrees of level), so they do not say how a face is
+by 30 degrees, YuNet-s puts them within 3 degrees of level), so they do not say how a face is
 tilted; its score does, peaking where the face is upright. Each face found is therefore refined
 (`upright`): the region around it is searched turned by its estimated tilt and REFINE_STEP degrees
-either side, the tilt is taken at the peak of a parabola through the three scores, and the box and
-landmarks are those found in the region turned by that tilt, where the face is upright and the
-landmarks are right (within about 2 degrees on the test images, tests/test_faces.py).
+either side, moving towards the higher score; the tilt is the peak of a parabola fitted to the
+scores at seven angles around the highest; and the box and landmarks are those found in the region
+turned by that tilt, where the face is upright and the
+landmarks are right (the aligned crop's eye line within 4 degrees of level on the astronaut tilted
+by up to 45 degrees, tests/test_faces.py).
 """
 from __future__ import annotations
 
