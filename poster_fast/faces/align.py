@@ -3,8 +3,9 @@ around the box (`--no-align`, and for detectors without landmarks).
 
 The alignment template places the five landmarks (detection.LANDMARKS) where they lie, on average,
 in an upright face's box: TEMPLATE holds them relative to the box's centre, in units of the box's
-larger side, measured as the mean of YuNet's landmarks on the upright faces of tests/face_images.py
-(the astronaut and LFW faces) and made left-right symmetric: the eyes level, 0.366 of the face
+larger side: the mean of YuNet's landmarks on the upright faces of tests/face_images.py (the
+astronaut and LFW faces), made left-right symmetric (the refined landmarks of the current search
+lie within 0.01 face sizes of it: benchmarks/RESULTS.md): the eyes level, 0.366 of the face
 size apart, 0.152 above its centre. The crop is the square of side (1 + 2 * margin) face sizes
 centred on the face, as the axis-aligned crop is: an upright face's aligned crop frames it as
 the axis-aligned crop does at the same margin, and a tilted face's crop is the same face turned
