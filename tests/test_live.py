@@ -159,7 +159,7 @@ def test_timeline_file_has_each_line_at_once(tmp_path):
     (["--camera", "-1"], "argument --camera: expected an integer >= 0"),
     (["--camera", "0", "--max-frames", "0"], "argument --max-frames: expected an integer >= 1"),
     (["--camera", "0", "--duration", "0"], "argument --duration: expected a finite number > 0"),
-    (["--camera", "0", "--json", "--jsonl"], "--json and --jsonl cannot all write to stdout"),
+    (["--camera", "0", "--json", "--jsonl"], "--json and --jsonl cannot both write to stdout"),
 ])
 def test_live_options_are_checked(argv, message, capsys):
     code, err = run(["predict", *argv, "--allow-random"], capsys)

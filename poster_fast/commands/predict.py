@@ -86,7 +86,8 @@ def check(args: argparse.Namespace) -> list[Path]:
     outputs = [(o, d) for o, d in (("--json", args.json), ("--csv", args.csv), ("--jsonl", args.jsonl)) if d]
     to_stdout = [o for o, d in outputs if d == "-"]
     if len(to_stdout) > 1:
-        raise UsageError(f"{' and '.join(to_stdout)} cannot all write to stdout: give all but one of them a FILE")
+        raise UsageError(f"{' and '.join(to_stdout)} cannot {'both' if len(to_stdout) == 2 else 'all'} write to "
+                         "stdout: give all but one of them a FILE")
     files = [(o, d) for o, d in outputs if d != "-"]
     for i, (option, dest) in enumerate(files):
         for other, other_dest in files[:i]:
