@@ -26,7 +26,7 @@ import pytest
 import torch
 from PIL import Image
 
-from command_utils import BASE, FakeClassifier, photo, place, run, work  # noqa: F401  (fixtures)
+from command_utils import BASE, FakeClassifier, photo, place, recognizer, run, work  # noqa: F401  (fixtures)
 from poster_fast.commands.cli import main
 from poster_fast.errors import CheckpointError, DataError, UsageError
 from poster_fast.files import Reads, SpecialFileError, open_regular
@@ -296,7 +296,7 @@ def test_predict_reports_special_files_and_never_opens_them(tmp_path):
     photo(folder / "a.png", 0)
     pipe, sock = special_files(folder)
     with deadline():
-        results = predict_files([folder, pipe], FakeClassifier(), None, image_size=8, progress=False)
+        results = predict_files([folder, pipe], recognizer(FakeClassifier(), image_size=8), progress=False)
     errors = {Path(r.file).name: r.error for r in results}
     assert errors == {"a.png": None, "pipe.jpg": "is a named pipe (FIFO), not a regular file",
                       "sock.png": "is a socket, not a regular file"}
