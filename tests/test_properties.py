@@ -356,7 +356,7 @@ def test_class_names_are_distinct_names_and_never_take_a_csv_column(names):
     columns = probability_columns(classes)
     assert len(set(columns)) == len(columns) and not set(columns) & set(CSV_COLUMNS)
     probs = {c: (i + 1) / 100 for i, c in enumerate(classes)}
-    face = Face(Box(1, 2, 3, 4), classes[0], 0.5, probs)
+    face = Face(Box(1, 2, 3, 4), label=classes[0], score=0.5, probs=probs)
     text = csv_document([PhotoResult("p.png", faces=[face])], classes)
     row = next(csv.DictReader(io.StringIO(text, newline="")))  # (str.splitlines would split at \x85 too)
     assert (row["file"], row["label"], row["score"], row["x"]) == ("p.png", classes[0], "0.5", "1")

@@ -579,7 +579,7 @@ def test_class_names_never_take_the_csv_columns_places():
     from poster_fast.inference.outputs import CSV_COLUMNS, csv_document
 
     classes = ["score", "label", "file", "x"]
-    face = Face(Box(1, 2, 3, 4), "score", 0.7, dict(zip(classes, [0.7, 0.1, 0.1, 0.1])))
+    face = Face(Box(1, 2, 3, 4), label="score", score=0.7, probs=dict(zip(classes, [0.7, 0.1, 0.1, 0.1])))
     rows = list(__import__("csv").DictReader(csv_document([PhotoResult("p.png", faces=[face])], classes).splitlines()))
     assert rows[0]["file"] == "p.png" and rows[0]["score"] == "0.7" and rows[0]["label"] == "score"
     assert rows[0]["x"] == "1" and rows[0]["prob_x"] == "0.1" and rows[0]["prob_score"] == "0.7"
