@@ -46,7 +46,7 @@ def optimize(model: "POSTERV2", mode: str = "inference", dtype: "torch.dtype | N
     import torch
 
     from .model import POSTERV2
-    from .rewrites import OptimizedPOSTER, fold_batchnorm, speed_up_in_place
+    from .rewrites import OptimizedPOSTER, fold_batchnorm, speed_up_in_place, use_onednn
 
     dtype = torch.float32 if dtype is None else dtype
     if mode not in MODES:
@@ -64,6 +64,8 @@ def optimize(model: "POSTERV2", mode: str = "inference", dtype: "torch.dtype | N
     if inference:
         fold_batchnorm(fast.eval()).requires_grad_(False).to(dtype)
     speed_up_in_place(fast, channels_last)  # after folding: the folded weights go channels-last too
+    if inference and device.type == "cpu":
+        use_onednn(fast, dtype)
     wrapped: nn.Module = OptimizedPOSTER(fast, dtype, channels_last, autocast=not inference)
     if cuda_graphs:
         return torch.compile(wrapped, fullgraph=True, mode="reduce-overhead")
