@@ -67,6 +67,8 @@ def op_flops(func: Any, args: tuple, kwargs: dict, out: Any) -> int:
     name = _name(func)
     if func._overloadpacket in flop_registry:
         return int(flop_registry[func._overloadpacket](*args, **kwargs, out_val=out))
+    if name == "aten::_scaled_dot_product_flash_attention_for_cpu":  # the same formula as CUDA's flash
+        return int(flop_registry[torch.ops.aten._scaled_dot_product_flash_attention](*args[:3], out_val=out))
     if name in ("mkldnn::_convolution_pointwise", "mkldnn::_linear_pointwise", "mkl::_mkl_linear"):
         x = args[0]  # one multiply-add per output element and input element it reads
         weight = _weight(func, args, kwargs)

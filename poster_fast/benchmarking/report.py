@@ -84,6 +84,11 @@ def format_model(rows: list[Row], notes: list[str], fast_why: str) -> str:
                      + [f"note: {n}" for n in notes])
 
 
+def _dtype_notes(rows: list[Row]) -> list[str]:
+    """One line per row of a per-dtype section that is not a plain "ok"."""
+    return [f"  {r['dtype']} {r['status']}: {r['reason']}" for r in rows if r["status"] != "ok" or r["reason"]]
+
+
 def format_roofline(section: dict[str, Any]) -> str:
     headers = ["dtype", "conv GFLOP/s", "path", "matmul GFLOP/s", "linear", "model GFLOP/s", "fraction",
                "ms/img", "b1 ms"]
@@ -97,7 +102,7 @@ def format_roofline(section: dict[str, Any]) -> str:
             f"path), a {section['matmul_size']}^3 matmul; predict's model at batch {batch}: "
             f"{section['flops_per_image'] / 1e9:.2f} GFLOP per image (FlopCounterMode); "
             "fraction = model GFLOP/s / conv GFLOP/s")
-    notes = _notes(section["rows"], lambda r: r["dtype"])
+    notes = _dtype_notes(section["rows"])
     if not section["rows"]:
         notes = ["  none of the dtypes asked for is computed natively here"]
     return "\n".join([head, table(headers, body)] + (["not measured, or not fully:"] + notes if notes else []))
@@ -112,5 +117,5 @@ def format_profile(section: dict[str, Any]) -> str:
         parts.append(f"Profile of predict's model, {r['dtype']}, batch {r['batch']} ({section['clock']} clock, "
                      f"medians of {section['rounds']} forwards; each op timed as it runs)\n"
                      + table(["op class", "ms", "share", "GFLOP", "GFLOP/s", "calls"], body))
-    notes = _notes(section["rows"], lambda r: r["dtype"])
+    notes = _dtype_notes(section["rows"])
     return "\n\n".join(parts + (["not measured, or not fully:\n" + "\n".join(notes)] if notes else []))
