@@ -53,7 +53,8 @@ def model_flops(batch: int = 1) -> int:
     return counter.get_total_flops()
 
 
-def _conv_fns(dtype: torch.dtype, device: torch.device) -> dict[str, tuple[Callable[[], object], float]]:
+def conv_fns(dtype: torch.dtype, device: torch.device) -> dict[str, tuple[Callable[[], object], float]]:
+    """The roofline's convolutions: "conv{channels}_{path}" -> (a call, its FLOPs)."""
     gen = torch.Generator(device=device).manual_seed(0)
     fns = {}
     for channels, size in CONV_CASES:
@@ -69,7 +70,8 @@ def _conv_fns(dtype: torch.dtype, device: torch.device) -> dict[str, tuple[Calla
     return fns
 
 
-def _matmul_fns(dtype: torch.dtype, device: torch.device) -> dict[str, tuple[Callable[[], object], float]]:
+def matmul_fns(dtype: torch.dtype, device: torch.device) -> dict[str, tuple[Callable[[], object], float]]:
+    """The roofline's matmuls: "matmul_{path}" -> (a call, its FLOPs)."""
     gen = torch.Generator(device=device).manual_seed(1)
     a, b = (torch.randn(MATMUL_SIZE, MATMUL_SIZE, generator=gen, device=device).to(dtype) for _ in range(2))
     flops = 2.0 * MATMUL_SIZE ** 3
@@ -116,7 +118,7 @@ def measure(dtype_name: str, batch: int, device: torch.device, warmup: int, roun
     gen = torch.Generator(device=device).manual_seed(2)
     images = torch.randn(batch, 3, 224, 224, generator=gen, device=device)
     fast, _ = prepare_for_inference(POSTERV2(num_classes=7).to(device), device, dtype_name)
-    kernels = {**_conv_fns(dtype, device), **_matmul_fns(dtype, device)}
+    kernels = {**conv_fns(dtype, device), **matmul_fns(dtype, device)}
     fns: dict[str, Callable[[], object]] = {name: fn for name, (fn, _) in kernels.items()}
     fns["model"] = lambda: fast(images)
     fns["model_b1"] = lambda: fast(images[:1])
