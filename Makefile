@@ -55,7 +55,7 @@ ifeq ($(PY),$(VENV)/bin/python)
 wheel-smoke: $(VENV)/.deps
 endif
 wheel-smoke:
-	$(PY) -c "import build" 2>/dev/null || $(PY) -m pip install -q build
+	$(PY) -m pip show -q build >/dev/null 2>&1 || $(PY) -m pip install -q build
 	rm -rf $(SMOKE) && mkdir -p $(SMOKE)
 	$(PY) -m build --no-isolation --outdir $(SMOKE)/dist . > $(SMOKE)/build.log 2>&1 \
 		|| { tail -30 $(SMOKE)/build.log; exit 1; }
