@@ -6,6 +6,8 @@ Per dtype the CPU computes natively (fp32; bf16 where native).
 
     python benchmarks/cpu_roofline.py                          # torch's threads, wall clock
     python benchmarks/cpu_roofline.py --threads 1 --clock cpu  # steadier on a shared machine
+    ONEDNN_MAX_CPU_ISA=AVX512_CORE python benchmarks/cpu_roofline.py --dtypes fp32,bf16
+        # oneDNN as on an AVX-512 CPU without AVX512-BF16 (AVX2: as on an AVX2 CPU, no bf16 path)
 
 Prints the tables (markdown) and the load average before and after; `--json PATH` keeps it all.
 """
@@ -48,6 +50,7 @@ def measure(dtype_name: str, batch: int, rounds: int, clock: str, flops: int) ->
             conv_paths[path] = sum(kernels[n][1] for n in names) / sum(ms[n] for n in names) / 1e6
     conv = max(conv_paths.values())
     out = {"dtype": dtype_name, "batch": batch, "conv_gflop_s": conv_paths, "linear_path": linear_path(dtype),
+           "layers": {name: fast.layers for name, fast in models.items()},
            "matmul_gflop_s": {n: kernels[n][1] / ms[n] / 1e6 for n in kernels if n.startswith("matmul")}}
     for name in VARIANTS:
         rate = flops * batch / ms[name] / 1e6
@@ -75,11 +78,13 @@ def print_tables(r: dict) -> None:
     print(f"\n### {r['dtype']}, batch {r['batch']}: conv roofline {conv:.0f} GFLOP/s "
           f"({', '.join(f'{k} {v:.0f}' for k, v in r['conv_gflop_s'].items())}); matmul "
           f"{', '.join(f'{k} {v:.0f}' for k, v in r['matmul_gflop_s'].items())} GFLOP/s; linear path: {r['linear_path']}\n")
-    print("| model | ms/img | GFLOP/s | fraction of conv roofline | batch-1 ms |\n| --- | ---: | ---: | ---: | ---: |")
+    print("| model | layers | ms/img | GFLOP/s | fraction of conv roofline | batch-1 ms |\n"
+          "| --- | --- | ---: | ---: | ---: | ---: |")
     for name in VARIANTS:
         v = r[name]
-        print(f"| {name} | {v['ms_per_image']:.1f} | {v['gflop_s']:.0f} | {v['fraction']:.2f} | {v['b1_ms']:.1f} |")
-    print(f"| after / before | {r['before']['ms_per_image'] / r['after']['ms_per_image']:.2f}x faster | | | "
+        print(f"| {name} | {r['layers'][name]} | {v['ms_per_image']:.1f} | {v['gflop_s']:.0f} | {v['fraction']:.2f} "
+              f"| {v['b1_ms']:.1f} |")
+    print(f"| after / before | | {r['before']['ms_per_image'] / r['after']['ms_per_image']:.2f}x faster | | | "
           f"{r['before']['b1_ms'] / r['after']['b1_ms']:.2f}x |\n")
     print("| op class | before ms | share | GFLOP/s | after ms | share | GFLOP/s |\n| --- |" + " ---: |" * 6)
     for c in profile.OP_CLASSES:
@@ -98,6 +103,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timed rounds (medians)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--clock", choices=tuple(roofline.CLOCKS), default="wall")
+    parser.add_argument("--dtypes", type=lambda text: text.split(","),
+                        help="of fp32,bf16 (default: fp32, and bf16 where the CPU computes it natively)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.threads:
@@ -106,9 +113,9 @@ def main() -> int:
     flops = roofline.model_flops()
     print(f"{hardware('cpu').name}, {torch.get_num_threads()} threads, torch {torch.__version__}, python "
           f"{platform.python_version()}; {args.clock} clock; {flops / 1e9:.2f} GFLOP per image (FlopCounterMode); "
-          f"load average before {load[0]:.1f}")
+          f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '(unset)')}; load average before {load[0]:.1f}")
     results = []
-    for dtype_name in roofline.roofline_dtypes(torch.device("cpu"), None):
+    for dtype_name in args.dtypes or roofline.roofline_dtypes(torch.device("cpu"), None):
         results.append(measure(dtype_name, args.batch, args.rounds, args.clock, flops))
         print_tables(results[-1])
     print(f"load average after: {os.getloadavg()[0]:.1f}")

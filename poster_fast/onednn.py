@@ -27,14 +27,24 @@ LINEAR_PATHS = ("aten", "onednn")
 LINEAR_ENV = "POSTER_FAST_CPU_LINEAR"  # forces one of LINEAR_PATHS
 
 
-def supported(dtype: torch.dtype) -> bool:
-    """Whether oneDNN computes `dtype` on this CPU: float32 wherever torch has oneDNN, bfloat16
-    where oneDNN has a bf16 path (AVX-512 or AMX; else torch's generic kernels stay)."""
+def _bf16_path() -> bool:
+    """torch's answer: whether oneDNN has a bf16 path on this CPU."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def support(dtype: torch.dtype) -> tuple[bool, str]:
+    """Whether oneDNN computes `dtype` on this CPU, and why not: float32 wherever torch has
+    oneDNN, bfloat16 where torch reports a oneDNN bf16 path (AVX-512 and AMX CPUs; not AVX2-only
+    ones, where torch's own bf16 kernels run)."""
     if not torch.backends.mkldnn.is_available():
-        return False
+        return False, "torch was built without oneDNN"
     if dtype == torch.float32:
-        return True
-    return dtype == torch.bfloat16 and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return True, "oneDNN computes float32 on every CPU"
+    if dtype != torch.bfloat16:
+        return False, f"oneDNN has no CPU inference path for {dtype} here"
+    if not _bf16_path():
+        return False, "oneDNN has no bf16 path on this CPU (it has one on AVX-512 and AMX CPUs)"
+    return True, "oneDNN has a bf16 path on this CPU"
 
 
 class _Packed(nn.Module):
@@ -153,7 +163,7 @@ def linear_path(dtype: torch.dtype) -> str:
     if forced:
         if forced not in LINEAR_PATHS:
             raise ValueError(f"{LINEAR_ENV}: expected one of {', '.join(LINEAR_PATHS)}, got {forced!r}")
-        return forced if supported(dtype) else "aten"
-    if not supported(dtype):
+        return forced if support(dtype)[0] else "aten"
+    if not support(dtype)[0]:
         return "aten"
     return _measured_linear_path(dtype, torch.get_num_threads())

@@ -34,7 +34,8 @@ def optimize(model: "POSTERV2", mode: str = "inference", dtype: "torch.dtype | N
     and linear layers through oneDNN with packed weights (`onednn`; rewrites.use_onednn: residual
     adds fused into the convolutions, the MLPs' GELU into their first layer, linear layers through
     oneDNN only where it is measured faster than ATen's BLAS), in fp32 and, where oneDNN has it,
-    bf16. The original model is left as it was.
+    bf16 (elsewhere ATen's layers run; `.layers` of the result says which run, and why). The
+    original model is left as it was.
 
     Args:
         model: a POSTERV2.
@@ -69,9 +70,10 @@ def optimize(model: "POSTERV2", mode: str = "inference", dtype: "torch.dtype | N
     if inference:
         fold_batchnorm(fast.eval()).requires_grad_(False).to(dtype)
     speed_up_in_place(fast, channels_last)  # after folding: the folded weights go channels-last too
-    if inference and onednn and device.type == "cpu":
-        use_onednn(fast, dtype)
-    wrapped: nn.Module = OptimizedPOSTER(fast, dtype, channels_last, autocast=not inference)
+    layers = "ATen layers"
+    if inference and device.type == "cpu":
+        layers = use_onednn(fast, dtype) if onednn else "ATen layers: optimize(onednn=False)"
+    wrapped: nn.Module = OptimizedPOSTER(fast, dtype, channels_last, autocast=not inference, layers=layers)
     if cuda_graphs:
         return torch.compile(wrapped, fullgraph=True, mode="reduce-overhead")
     if compile:

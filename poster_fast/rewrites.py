@@ -101,14 +101,17 @@ def subsample_shortcuts(module: nn.Module) -> nn.Module:
 class OptimizedPOSTER(nn.Module):
     """Runs the rewritten model in `dtype`, on channels-last inputs if asked: with its weights
     held in `dtype` (inference: the input is cast once, the logits return in float32), or with
-    float32 weights under autocast to `dtype` (`autocast`, training)."""
+    float32 weights under autocast to `dtype` (`autocast`, training). `layers` says which
+    library runs its convolutions and linear layers, and why (`use_onednn`)."""
 
-    def __init__(self, model: POSTERV2, dtype: torch.dtype, channels_last: bool, autocast: bool) -> None:
+    def __init__(self, model: POSTERV2, dtype: torch.dtype, channels_last: bool, autocast: bool,
+                 layers: str = "ATen layers") -> None:
         super().__init__()
         self.model = model
         self.dtype = dtype
         self.channels_last = channels_last
         self.autocast = autocast
+        self.layers = layers
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         layout = torch.channels_last if self.channels_last else torch.preserve_format
@@ -167,25 +170,27 @@ def _fuses_add(block: nn.Module) -> bool:
     return isinstance(block, DepthWise) and block.residual and isinstance(block.project.bn, nn.Identity)
 
 
-def use_onednn(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+def use_onednn(model: nn.Module, dtype: torch.dtype) -> str:
     """CPU inference on folded weights, in place: every Conv2d through oneDNN with a packed weight,
     residual adds fused into the convolution before them (IR units, MobileFaceNet's residual
     blocks), and every Linear through oneDNN (GELU fused into the MLPs' first layer) where
     `onednn.linear_path(dtype)` finds it faster. Nothing changes where oneDNN lacks `dtype`.
-    State-dict keys and values stay as they were."""
-    if not onednn.supported(dtype):
-        return model
+    State-dict keys and values stay as they were. Returns which layers run, and why."""
+    ok, why = onednn.support(dtype)
+    if not ok:
+        return f"ATen layers: {why}"
     fused = {FusedAddIR: BottleneckIR, FusedAddDepthWise: DepthWise}
     for name, block in list(model.named_modules()):
         for new, old in fused.items():
             if type(block) is old and _fuses_add(block):
                 _replace(model, name, new(block))
-    if onednn.linear_path(dtype) == "onednn":
+    linear = onednn.linear_path(dtype)
+    if linear == "onednn":
         for mlp in [m for m in model.modules() if isinstance(m, Mlp)]:
             if isinstance(mlp.act, nn.GELU) and mlp.act.approximate == "none":
                 mlp.fc1, mlp.act = onednn.OneDNNLinear(mlp.fc1, gelu=True), nn.Identity()
-        for name, linear in [(n, m) for n, m in model.named_modules() if type(m) is nn.Linear]:
-            _replace(model, name, onednn.OneDNNLinear(linear))
+        for name, layer in [(n, m) for n, m in model.named_modules() if type(m) is nn.Linear]:
+            _replace(model, name, onednn.OneDNNLinear(layer))
     for name, conv in [(n, m) for n, m in model.named_modules() if type(m) is nn.Conv2d]:
         _replace(model, name, onednn.OneDNNConv2d(conv))
-    return model
+    return f"oneDNN convolutions (packed weights, fused residual adds), linear layers through {linear}"

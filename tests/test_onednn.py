@@ -4,7 +4,10 @@ weights kept in step with the weight; state-dict keys and values unchanged."""
 from __future__ import annotations
 
 import copy
+import os
 import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -15,9 +18,9 @@ from poster_fast.model.ir50 import BottleneckIR
 from poster_fast.model.mobilefacenet import DepthWise
 from poster_fast.rewrites import FusedAddDepthWise, FusedAddIR, use_onednn
 
-pytestmark = pytest.mark.skipif(not onednn.supported(torch.float32), reason="torch built without oneDNN")
+pytestmark = pytest.mark.skipif(not onednn.support(torch.float32)[0], reason="torch built without oneDNN")
 BF16 = pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
-    not onednn.supported(torch.bfloat16), reason="oneDNN has no bf16 path on this CPU"))
+    not onednn.support(torch.bfloat16)[0], reason="oneDNN has no bf16 path on this CPU"))
 # (in, out, kernel, stride, padding, groups, height): 3x3 as in IR-50, strided, 1x1 shortcut, depthwise
 CONVS = [(16, 32, 3, 1, 1, 1, 9), (32, 32, 3, 2, 1, 1, 10), (16, 32, 1, 2, 0, 1, 8), (24, 24, 3, 2, 1, 24, 9),
          (3, 8, 3, 1, 1, 1, 7)]
@@ -122,7 +125,7 @@ def test_linear_path_env_and_support(monkeypatch):
         onednn.linear_path(torch.float32)
     monkeypatch.delenv(onednn.LINEAR_ENV)
     assert onednn.linear_path(torch.float32) in onednn.LINEAR_PATHS  # measured here
-    assert not onednn.supported(torch.float16) and not onednn.supported(torch.float64)
+    assert not onednn.support(torch.float16)[0] and not onednn.support(torch.float64)[0]
 
 
 def randomised() -> POSTERV2:
@@ -153,7 +156,7 @@ def test_model_rewrite_keeps_the_state_dict(monkeypatch, path):
     assert not any(type(m) is torch.nn.Conv2d for m in fast.model.modules())
     linears = [type(m) for m in fast.model.modules() if isinstance(m, (torch.nn.Linear, onednn.OneDNNLinear))]
     assert set(linears) == ({onednn.OneDNNLinear} if path == "onednn" else {torch.nn.Linear})
-    monkeypatch.setattr(onednn, "supported", lambda dtype: False)  # what the other CPUs get
+    monkeypatch.setattr(onednn, "support", lambda dtype: (False, "no oneDNN"))  # what the other CPUs get
     unchanged = optimize(model, "inference").model.state_dict()
     assert list(fast_dict) == list(unchanged) == list(plain.model.state_dict())
     for name, value in fast_dict.items():
@@ -175,4 +178,39 @@ def test_rewrite_is_cpu_inference_only():
     assert not any(isinstance(m, onednn.OneDNNConv2d) for m in optimize(model, "train").modules())
     folded = optimize(model, "inference", dtype=torch.float16)  # no oneDNN fp16 path here
     assert not any(isinstance(m, (onednn.OneDNNConv2d, FusedAddIR)) for m in folded.modules())
-    assert use_onednn(torch.nn.Sequential(torch.nn.Linear(2, 2)), torch.float16)[0].__class__ is torch.nn.Linear
+    assert folded.layers == "ATen layers: oneDNN has no CPU inference path for torch.float16 here"
+    seq = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    assert use_onednn(seq, torch.float16) == folded.layers and type(seq[0]) is torch.nn.Linear
+    assert optimize(model, "inference", onednn=False).layers == "ATen layers: optimize(onednn=False)"
+
+
+def test_bf16_falls_back_to_aten_where_onednn_lacks_it(monkeypatch):
+    """Where torch reports no oneDNN bf16 path, the bf16 model keeps ATen's layers, says why,
+    and computes the same logits as the plain model within bf16's tolerance."""
+    monkeypatch.setattr(onednn, "_bf16_path", lambda: False)
+    assert onednn.support(torch.bfloat16) == (False, "oneDNN has no bf16 path on this CPU (it has one on "
+                                                     "AVX-512 and AMX CPUs)")
+    model = randomised()
+    fast = optimize(model, "inference", dtype=torch.bfloat16)
+    assert fast.layers == f"ATen layers: {onednn.support(torch.bfloat16)[1]}"
+    assert not any(isinstance(m, (onednn.OneDNNConv2d, onednn.OneDNNLinear, FusedAddIR)) for m in fast.modules())
+    assert optimize(model, "inference").layers.startswith("oneDNN convolutions")  # fp32 keeps oneDNN
+    x = torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        ref = model(x)
+        assert (fast(x) - ref).abs().max() <= 8 * 2 ** -8 * ref.abs().max()
+
+
+def test_bf16_fallback_as_on_an_avx2_cpu():
+    """oneDNN capped at AVX2 (ONEDNN_MAX_CPU_ISA, as on an AVX2-only CPU) has no bf16 path: the bf16
+    model runs ATen's layers and says why; float32 still runs through oneDNN."""
+    script = ("import torch; from poster_fast import POSTERV2, optimize; m = POSTERV2(7).eval();"
+              "f = optimize(m, 'inference', dtype=torch.bfloat16); print(f.layers);"
+              "print(optimize(m, 'inference').layers);"
+              "print(bool(f(torch.randn(1, 3, 112, 112)).isfinite().all()))")
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    bf16, fp32, finite = out.stdout.splitlines()
+    assert bf16 == "ATen layers: oneDNN has no bf16 path on this CPU (it has one on AVX-512 and AMX CPUs)"
+    assert fp32.startswith("oneDNN convolutions") and finite == "True"

@@ -105,7 +105,9 @@ def format_roofline(section: dict[str, Any]) -> str:
     notes = _dtype_notes(section["rows"])
     if not section["rows"]:
         notes = ["  none of the dtypes asked for is computed natively here"]
-    return "\n".join([head, table(headers, body)] + (["not measured, or not fully:"] + notes if notes else []))
+    layers = [f"  {r['dtype']}: {r['layers']}" for r in section["rows"] if r.get("layers")]
+    return "\n".join([head, table(headers, body)] + (["model layers:"] + layers if layers else [])
+                      + (["not measured, or not fully:"] + notes if notes else []))
 
 
 def format_profile(section: dict[str, Any]) -> str:

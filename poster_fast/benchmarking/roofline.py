@@ -64,7 +64,7 @@ def conv_fns(dtype: torch.dtype, device: torch.device) -> dict[str, tuple[Callab
             dtype=dtype, memory_format=torch.channels_last).requires_grad_(False)
         flops = 2.0 * CONV_BATCH * channels * channels * 9 * size * size
         fns[f"conv{channels}_torch"] = (lambda x=x, conv=conv: conv(x), flops)
-        if device.type == "cpu" and onednn.supported(dtype):
+        if device.type == "cpu" and onednn.support(dtype)[0]:
             packed = onednn.OneDNNConv2d(conv)
             fns[f"conv{channels}_onednn"] = (lambda x=x, packed=packed: packed(x), flops)
     return fns
@@ -76,7 +76,7 @@ def matmul_fns(dtype: torch.dtype, device: torch.device) -> dict[str, tuple[Call
     a, b = (torch.randn(MATMUL_SIZE, MATMUL_SIZE, generator=gen, device=device).to(dtype) for _ in range(2))
     flops = 2.0 * MATMUL_SIZE ** 3
     fns = {"matmul_torch": (lambda: a @ b, flops)}
-    if device.type == "cpu" and onednn.supported(dtype):
+    if device.type == "cpu" and onednn.support(dtype)[0]:
         linear = torch.nn.Linear(MATMUL_SIZE, MATMUL_SIZE, bias=False, device=device, dtype=dtype)
         linear.weight.data.copy_(b.t())
         packed = onednn.OneDNNLinear(linear.requires_grad_(False))
@@ -137,6 +137,7 @@ def measure(dtype_name: str, batch: int, device: torch.device, warmup: int, roun
         "matmul_gflop_s": max(r for n, r in rate.items() if n.startswith("matmul")),
         "matmul_paths_gflop_s": {n.split("_", 1)[1]: r for n, r in rate.items() if n.startswith("matmul")},
         "linear_path": onednn.linear_path(dtype) if device.type == "cpu" else "aten",
+        "layers": fast.layers,
         "model_ms": ms["model"], "model_ms_per_image": ms["model"] / batch, "latency_b1_ms": ms["model_b1"],
         "model_gflop_s": model_gflop_s, "fraction": model_gflop_s / conv_by_path[conv_path],
     }
