@@ -31,8 +31,7 @@ NORM_OPS = {"aten::native_layer_norm", "aten::native_batch_norm", "aten::_native
 COPY_OPS = {"aten::clone", "aten::copy_", "aten::_to_copy", "aten::cat", "aten::contiguous",
             "aten::upsample_nearest2d", "aten::_unsafe_view"}
 ELEMENTWISE_OPS = {"aten::add", "aten::mul", "aten::gelu", "aten::_prelu_kernel", "aten::relu", "aten::sigmoid",
-                   "aten::add_", "aten::mul_", "aten::sub", "aten::div", "aten::where", "aten::prelu",
-}
+                   "aten::add_", "aten::mul_", "aten::sub", "aten::div", "aten::where", "aten::prelu"}
 # Copies made inside these modules (and not inside a child of theirs) are the windows' partition
 # and reverse (model/cross_fusion.py).
 WINDOW_MODULES = ("WindowNorm", "FusionFeedForward")
