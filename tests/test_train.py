@@ -160,7 +160,7 @@ def test_sam_step_matches_definition():
 
 def test_balanced_sampler_and_erasing():
     targets = [0] * 90 + [1] * 10
-    counts = np.bincount([targets[i] for i in BalancedSampler(targets, seed=1)], minlength=2)
+    counts = np.bincount([targets[draw.index] for draw in BalancedSampler(targets, seed=1)], minlength=2)
     assert 30 < counts[1] < 70  # ~50/50 despite a 9:1 imbalance
     shards = [list(BalancedSampler(targets, 2, r, seed=1)) for r in (0, 1)]
     assert len(shards[0]) == len(shards[1]) == 50
