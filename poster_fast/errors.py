@@ -2,7 +2,8 @@
 
 Standard library only: the command line catches them without importing torch. UsageError,
 DataError and CheckpointError are found before the work starts (exit status 2); RunError stops
-work under way (exit status 3): training that diverged, an output that could not be written.
+work under way (exit status 3): training that diverged, an output that could not be written;
+Stopped is training that stopped on SIGTERM after saving what continues it (exit status 75).
 """
 
 
@@ -24,3 +25,7 @@ class RunError(RuntimeError):
 
 class NonFiniteError(RunError):
     """A loss or model output that is NaN or infinite (training stops before saving it)."""
+
+
+class Stopped(RunError):
+    """Training stopped on request (SIGTERM) at a step boundary, after saving what continues it."""

@@ -179,7 +179,7 @@ def test_ddp_torchrun_gloo(data, tmp_path):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("epoch 1:") == 1  # rank 0 logs, rank 1 does not
-    assert "(2 x 2)" in proc.stdout
+    assert "global batch 4 = 2 processes x 2 images (1 node)" in proc.stdout
     assert len(metrics(out)) == 1
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["ranks_in_sync"] is True
@@ -210,7 +210,7 @@ def test_divergence_stops_before_anything_is_saved(data, tmp_path, capsys):
 def test_a_non_finite_loss_stops_before_the_weights_change():
     from poster_fast.errors import NonFiniteError
     from poster_fast.training.distributed import Dist
-    from poster_fast.training.steps import Optimisation, train_epoch
+    from poster_fast.training.steps import Optimisation, train_steps
 
     net = torch.nn.Linear(3, 2)
     before = net.weight.detach().clone()
@@ -218,7 +218,8 @@ def test_a_non_finite_loss_stops_before_the_weights_change():
         opt = Optimisation.create(list(net.parameters()), name, 1e-2, 0.0, 0.05, 0.98)
         x = torch.tensor([[1.0, 2.0, float("nan")]])
         with pytest.raises(NonFiniteError, match="the loss is nan at epoch 1/1, step 1"):
-            train_epoch(net, [(x, torch.tensor([0]))], 1, opt, Dist(), False, "epoch 1/1")
+            list(train_steps(net, [(x, torch.tensor([0]))], range(1), 1, opt, Dist(), False,
+                             torch.zeros(3, dtype=torch.float64), "epoch 1/1"))
         assert torch.equal(net.weight, before)
 
 
