@@ -55,7 +55,7 @@ ifeq ($(PY),$(VENV)/bin/python)
 wheel-smoke: $(VENV)/.deps
 endif
 wheel-smoke:
-	$(PY) -c "import build" 2>/dev/null || $(PY) -m pip install -q build
+	$(PY) -m pip show -q build >/dev/null 2>&1 || $(PY) -m pip install -q build
 	rm -rf $(SMOKE) && mkdir -p $(SMOKE)
 	$(PY) -m build --no-isolation --outdir $(SMOKE)/dist . > $(SMOKE)/build.log 2>&1 \
 		|| { tail -30 $(SMOKE)/build.log; exit 1; }
@@ -68,11 +68,13 @@ wheel-smoke:
 
 # benchmarks/gpu_check.sh rehearsed on the CPU (its own CPU-only build, Triton interpreter, tiny
 # sizes); fails when a step fails. Logs and JSON under $OUT (default ./bench-out).
+# GPU_CHECK_ARGS="--fault triton": that backend crashes its bench process; passes when only it did.
+GPU_CHECK_ARGS ?=
 ifeq ($(PY),$(VENV)/bin/python)
 gpu-check-dry-run: $(VENV)/.deps
 endif
 gpu-check-dry-run:
-	PY=$(PY) bash benchmarks/gpu_check.sh --dry-run
+	PY=$(PY) bash benchmarks/gpu_check.sh --dry-run $(GPU_CHECK_ARGS)
 
 # CUDA compile check without a GPU: a second venv with a CUDA torch (2.14.1, ~5.5 GB) builds
 # poster_fast._C with the CUDA kernels for sm_80 and sm_90 out of tree (build/cuda-*), then runs

@@ -265,6 +265,19 @@ def test_unknown_backend_one_line(capsys):
     assert main(["bench", "--backends", "nope"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--backends: unknown backend 'nope'; known: " in err
+    assert main(["bench", "--model-backend", "sdpa_mask"]) == 2  # a baseline, not a registered backend
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--model-backend: unknown backend 'sdpa_mask'; known: " in err
+
+
+def test_model_backend_named(tmp_path):
+    """--model-backend sets the model rows' backend without op rows (gpu_check.sh's model step)."""
+    cfg = small_config(sections=["latency"], model_backend="reference")
+    result = runner.run(cfg, json_path=tmp_path / "b.json", progress=Progress(enabled=False))
+    m = result["model"]
+    assert (m["fast_backend"], m["fast_backend_rule"]) == ("reference", "named with --model-backend")
+    assert [r["backend"] for r in m["rows"]] == ["reference", "optimize(reference)"]
+    assert all(r["status"] == "ok" for r in m["rows"]) and result["meta"]["model_backend"] == "reference"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
@@ -274,6 +287,7 @@ def test_cuda_requested_without_gpu(capsys):
     assert err == "poster-fast bench: error: --device cuda: no CUDA GPU is visible to torch\n"
 
 
+# ----------------------------------------------------------------------- gpu_check.sh
 def test_gpu_check_summary_prints_when_no_time_is_left(tmp_path):
     """With no budget every step is cut before it starts; the summary still prints what was cut."""
     env = {**os.environ, "OUT": str(tmp_path), "GPU_CHECK_BUDGET": "1", "PY": sys.executable}
@@ -281,30 +295,132 @@ def test_gpu_check_summary_prints_when_no_time_is_left(tmp_path):
                           capture_output=True, text=True, timeout=120)
     out = proc.stdout
     assert proc.returncode == 3, out + proc.stderr
-    assert "GPU check summary (dry-run" in out and "bench: no JSON" in out
-    for step in ("machine", "build", "import", "tests", "bench"):
-        assert any(line.split()[:2] == [step, "cut"] for line in out.splitlines()), step
+    assert "GPU check summary (dry-run" in out and "bench ops (cut): no JSON" in out
+    steps = [line.split()[:2] for line in out.splitlines() if line.startswith("  ")]
+    for step in ("machine", "build", "import", "ops", "ops-cpu", "model", "tests", "all-configs"):
+        assert [step, "cut"] in steps, step
     assert "RESULT: not all ran" in out
     assert (tmp_path / "gpu_check" / "summary.txt").read_text() in out
 
 
+@pytest.mark.parametrize("argv,message", [
+    (["--fault", "triton"], "--fault is for the dry run only"),
+    (["--dry-run", "--fault", "reference"], "--fault reference: expected the backend of a bench group (triton cpu)"),
+    (["--dry-run", "--fault"], "--fault needs a backend"),
+    (["--bogus"], "unknown argument '--bogus'"),
+])
+def test_gpu_check_usage_errors(argv, message, tmp_path):
+    env = {**os.environ, "OUT": str(tmp_path), "PY": sys.executable}
+    proc = subprocess.run(["bash", "benchmarks/gpu_check.sh", *argv], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
+    assert not (tmp_path / "gpu_check").exists()  # nothing written, nothing removed
+
+
+def _summary(tmp_path, steps: list[tuple], *args: str) -> subprocess.CompletedProcess:
+    """gpu_check_summary.py summary on the given step rows (name, status, rc, log text, bench JSON)."""
+    lines = []
+    for i, (name, status, rc, log, bench) in enumerate(steps):
+        log_path = tmp_path / f"{i:02d}-{name}.log"
+        log_path.write_text(f"$ the command\n{log}")
+        json_path = "-"
+        if bench is not None:
+            json_path = tmp_path / f"bench-{name}.json"
+            json_path.write_text(json.dumps(bench))
+        lines.append(f"{name}\t{status}\t{rc}\t10\t100\t{log_path}\t{json_path}\n")
+    (tmp_path / "steps.tsv").write_text("".join(lines))
+    return subprocess.run([sys.executable, "benchmarks/gpu_check_summary.py", "summary", *args,
+                           str(tmp_path / "steps.tsv")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def _bench(ops_: list[dict], complete: bool = True, sections=("ops",)) -> dict:
+    return {"complete": complete, "cut": None, "ops": ops_, "model": None,
+            "meta": {"device_name": "NVIDIA H100 80GB HBM3", "sections": list(sections), "batch": 144,
+                     "backends": sorted({r["backend"] for r in ops_}),
+                     "card": cards.card_for("NVIDIA H100 80GB HBM3").as_dict()}}
+
+
+def _ok(level: int, dtype: str, backend: str, **times) -> dict:
+    return {**op._row(level, 144, dtype, backend), "status": "ok", **times}
+
+
 def test_gpu_check_summary_of_a_cut_run(tmp_path):
-    ops_ = [{**op._row(1, 144, "bf16", "triton"), "status": "ok", "fwd_ms": 0.1, "fwd_speedup": 12.0,
-             "fwd_tflops": 230.0, "fwd_flops_pct": 23.2, "fwd_gb_s": 900.0, "fwd_bw_pct": 26.9},
+    ops_ = [_ok(1, "bf16", "triton", fwd_ms=0.1, fwd_speedup=12.0, fwd_tflops=230.0, fwd_flops_pct=23.2,
+                fwd_gb_s=900.0, fwd_bw_pct=26.9),
             {**op._row(1, 144, "bf16", "cpu"), "status": "skipped", "reason": "inputs are on cuda"},
-            {**op._row(1, 144, "bf16", "flex"), "status": "pending"}]
-    bench = {"complete": False, "cut": None, "meta": {"device_name": "NVIDIA H100 80GB HBM3", "sections": ["ops"],
-             "card": cards.card_for("NVIDIA H100 80GB HBM3").as_dict()}, "ops": ops_, "model": None}
-    (tmp_path / "bench.json").write_text(json.dumps(bench))
-    log = tmp_path / "tests.log"
-    log.write_text("....\n!!! KeyboardInterrupt !!!\n===== 4 passed, 1 failed in 99.1s =====\n")
-    (tmp_path / "steps.tsv").write_text(f"tests\tcut\t124\t100\t100\t{log}\nbench\tok\t0\t200\t205\t-\n")
-    proc = subprocess.run([sys.executable, "benchmarks/gpu_check_summary.py", str(tmp_path / "steps.tsv"),
-                           str(tmp_path / "bench.json")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+            {**op._row(1, 144, "bf16", "flex"), "status": "cut"}]
+    proc = _summary(tmp_path, [("tests", "cut", 124, "....\n!!! KeyboardInterrupt !!!\n"
+                                "===== 4 passed, 1 failed in 99.1s =====\n", None),
+                               ("ops", "ok", 0, "", _bench(ops_, complete=False))])
     out = proc.stdout
     assert proc.returncode == 3, out + proc.stderr
     assert "4 passed, 1 failed in 99.1s" in out and "card H100 SXM" in out
     triton = next(line for line in out.splitlines() if line.split()[:3] == ["1", "bf16", "triton"])
     assert "12.00" in triton and "23.2" in triton and "26.9" in triton
     assert "skipped cpu (1/bf16): inputs are on cuda" in out
-    assert "1 op rows (bf16 L1 flex)" in out and "tests cut" in out
+    assert "ops: 1 op rows (bf16 L1 flex)" in out and "tests cut" in out
+
+
+def test_gpu_check_summary_contains_a_crash(tmp_path):
+    """A bench process killed by a signal: its finished rows stand, the row it was running shows
+    as crashed, the rest as not run, its log's last lines print; the other process's rows stand."""
+    crashed = [_ok(3, "fp32", "triton", fwd_ms=0.2), {**op._row(2, 144, "fp32", "triton"), "status": "running"},
+               {**op._row(1, 144, "fp32", "triton"), "status": "pending"}]
+    fine = [_ok(3, "fp32", "cuda", fwd_ms=0.3), _ok(3, "fp32", "reference", fwd_ms=0.9)]
+    log = "".join(f"line {i}\n" for i in range(20)) + "CUDA error: an illegal memory access was encountered\n"
+    proc = _summary(tmp_path, [("ops", "crashed", 134, log, _bench(crashed, complete=False)),
+                               ("ops-cuda", "ok", 0, "", _bench(fine))])
+    out = proc.stdout
+    assert proc.returncode == 3, out + proc.stderr
+    assert "ops          crashed  134" in out and "killed by SIGABRT" in out
+    rows = {tuple(line.split()[:4]) for line in out.splitlines()}
+    assert {("3", "fp32", "triton", "ok"), ("2", "fp32", "triton", "crashed"), ("1", "fp32", "triton", "not"),
+            ("3", "fp32", "cuda", "ok"), ("3", "fp32", "reference", "ok")} <= rows
+    assert "   | CUDA error: an illegal memory access was encountered" in out and "   | line 13" in out
+    assert "   | line 12" not in out  # the last 8 lines only
+    assert "RESULT: not all ran: ops crashed; ops: 2 op rows (fp32 L2 triton, fp32 L1 triton)" in out
+
+
+@pytest.mark.parametrize("planted", [True, False])
+def test_gpu_check_summary_of_a_fault_rehearsal(tmp_path, planted):
+    """--fault: exit 0 only when the named step crashed by the injected fault and all else ran."""
+    line = "gpu_check_fault: backend 'triton' aborts its process (injected fault)\n" if planted else "Aborted\n"
+    steps = [("ops", "crashed", 134, line, _bench([{**op._row(3, 1, "fp32", "triton"), "status": "running"}],
+                                                  complete=False)),
+             ("ops-cpu", "ok", 0, "", _bench([_ok(3, "fp32", "cpu", fwdbwd_ms=1.0)]))]
+    proc = _summary(tmp_path, steps, "--fault", "ops=triton")
+    assert proc.returncode == (0 if planted else 3), proc.stdout + proc.stderr
+    assert ("RESULT: fault rehearsal passed: ops crashed where triton ran" in proc.stdout) is planted
+    assert ("the injected fault did not crash ops (crashed)" in proc.stdout) is not planted
+
+
+def test_gpu_check_summary_lists_autotune_winners(tmp_path):
+    log = ("Triton autotuning for function _fwd_kernel,\nwith key as (784, 32, 'ieee', 'torch.float32', "
+           "'torch.float32'),\nfinished after 3.25s,\nbest config selected: BM: 64, BN: 32, num_warps: 4, "
+           "num_ctas: 1, num_stages: 2, maxnreg: None;\n")
+    proc = _summary(tmp_path, [("ops", "ok", 0, log, _bench([_ok(1, "fp32", "triton")]))])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "  ops      _fwd_kernel      (784, 32, ieee) float32: BM: 64, BN: 32, num_warps: 4, num_stages: 2 (3.2 s)" \
+        in proc.stdout
+    assert "RESULT: every step passed and every planned row ran" in proc.stdout
+
+
+def test_gpu_check_model_backend(tmp_path):
+    """The fastest fused backend whose rows of the first dtype all ran; else the reference."""
+    paths = []
+    for name, rows in (("a", [_ok(1, "fp32", "triton", fwdbwd_ms=2.0), _ok(3, "fp32", "triton", fwdbwd_ms=1.0),
+                              _ok(1, "bf16", "triton")]),
+                       ("b", [_ok(1, "fp32", "cuda", fwdbwd_ms=2.5), {**op._row(3, 144, "fp32", "cuda"),
+                                                                     "status": "error"}])):
+        paths.append(str(tmp_path / f"{name}.json"))
+        Path(paths[-1]).write_text(json.dumps(_bench(rows)))
+
+    def pick(among: str, *files: str) -> list[str]:
+        proc = subprocess.run([sys.executable, "benchmarks/gpu_check_summary.py", "model-backend", "--among", among,
+                               *files], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.rstrip("\n").split("\t")
+
+    assert pick("triton,cuda", *paths) == ["triton", "least op fwd+bwd time of triton 3.000 ms"]
+    assert pick("cuda", *paths)[0] == "reference"  # cuda's level 3 failed
+    assert pick("triton", str(tmp_path / "missing.json"))[0] == "reference"

@@ -22,7 +22,7 @@ import torch
 
 import golden
 from poster_fast import POSTERV2, ops, optimize
-from poster_fast.model.posterv2 import DIMS, HEADS, WINDOWS
+from poster_fast.model import LEVELS
 
 GOLDEN = golden.load()
 X = golden.inputs(GOLDEN)
@@ -59,9 +59,10 @@ def require_backend(name: str, dtype: torch.dtype) -> None:
     """Skip, with the backend's reasons, unless it runs POSTER's three W-MCSA levels on the CPU."""
     if name == "auto":
         return
-    for dim, heads, win in zip(DIMS, HEADS, WINDOWS):
-        problem = ops.WindowProblem(X.shape[0], 1, heads, win * win, dim // heads, (win, win),
-                                    (dim // heads) ** -0.5, dtype, torch.device("cpu"))
+    for level in LEVELS:
+        problem = ops.WindowProblem(X.shape[0], 1, level.heads, level.tokens, level.head_dim,
+                                    (level.window, level.window), level.head_dim ** -0.5, dtype,
+                                    torch.device("cpu"))
         why = ops.reasons(name, problem)
         if why:
             pytest.skip(f"{name}: {'; '.join(why)}")

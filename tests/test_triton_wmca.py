@@ -15,7 +15,7 @@ import torch
 
 from poster_fast import ops
 from poster_fast.ops.backends import triton as triton_backend
-from wmca_utils import Case, check_backend, forward_and_grads, make_inputs
+from wmca_utils import Case, check_backend, make_inputs
 
 pytestmark = [
     pytest.mark.cuda,  # the whole file runs on the GPU when there is one (DEVICE below)

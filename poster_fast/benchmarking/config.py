@@ -39,3 +39,4 @@ class Config:
     quick: bool
     threads: int
     time_limit: float | None = None  # seconds; rows not started by then are recorded as cut
+    model_backend: str | None = None  # the model rows' backend; None: the fastest op backend

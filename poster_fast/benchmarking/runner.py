@@ -47,7 +47,8 @@ def meta(cfg: Config, command: str, device_name: str, card: dict[str, Any] | Non
         "torch": torch.__version__, "triton": triton_version, "python": platform.python_version(),
         "command": command,
         "quick": cfg.quick, "batch": cfg.batch, "model_batch": cfg.model_batch, "dtypes": cfg.dtypes,
-        "levels": cfg.levels, "backends": cfg.backends, "sections": cfg.sections,
+        "levels": cfg.levels, "backends": cfg.backends, "model_backend": cfg.model_backend,
+        "sections": cfg.sections,
         "warmup": cfg.warmup, "iters": cfg.iters, "model_warmup": cfg.model_warmup,
         "model_iters": cfg.model_iters, "time_limit": cfg.time_limit,
         "timing": "median ms; CUDA events" if cuda else "median ms; perf_counter",
@@ -162,8 +163,12 @@ class _Run:
     def model(self) -> None:
         if not set(MODEL_SECTIONS) & set(self.cfg.sections):
             return
-        fast, why = op.fastest_backend(self.first, self.cfg.device)
-        notes = ["no faster backend can run here: only the reference is timed"] if fast == "reference" else []
+        if self.cfg.model_backend is not None:
+            fast, why = self.cfg.model_backend, "named with --model-backend"
+        else:
+            fast, why = op.fastest_backend(self.first, self.cfg.device)
+        notes = ["no faster backend can run here: only the reference is timed"] \
+            if fast == "reference" and self.cfg.model_backend is None else []
         notes.append(f"predict's --precision auto here: {choose_precision('auto', hardware(self.cfg.device))}")
         self.result["model"] = {"fast_backend": fast, "fast_backend_rule": why,
                                 "rows": model.plan_rows(self.cfg, fast), "notes": notes}

@@ -69,6 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backends", type=_csv(str),
                         help="op backends to time (default: all that run well here): the registered ones "
                              f"(cuda, triton, cpu, ...) and the baselines {', '.join(BASELINES)}")
+    parser.add_argument("--model-backend", metavar="NAME",
+                        help="the W-MCSA backend of the model rows (default: the fused backend with the least op "
+                             "fwd+bwd time in this run, else the one backend='auto' picks)")
     parser.add_argument("--sections", type=_csv(str, SECTIONS),
                         help=f"parts to run (default all): {','.join(SECTIONS)}")
     parser.add_argument("--warmup", type=_nonnegative, help="warm-up calls before timing")
@@ -122,6 +125,11 @@ def resolve(args: argparse.Namespace) -> Config | str:
     unknown = [b for b in args.backends or [] if b not in known]
     if unknown:
         return f"--backends: unknown backend {', '.join(map(repr, unknown))}; known: {', '.join(known)}"
+    from .. import ops
+
+    if args.model_backend is not None and args.model_backend not in ops.registered():
+        return (f"--model-backend: unknown backend {args.model_backend!r}; known: "
+                f"{', '.join(ops.registered())}")
     if args.device == "cuda" and not torch.cuda.is_available():
         return "--device cuda: no CUDA GPU is visible to torch"
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -137,7 +145,7 @@ def resolve(args: argparse.Namespace) -> Config | str:
         backends=[b for b in known if b in (args.backends or known)], requested=set(args.backends or ()),
         warmup=pick(args.warmup, 5, 1, 2, 1), iters=pick(args.iters, 20, 5, 5, 2),
         model_warmup=pick(args.warmup, 3, 1, 1, 1), model_iters=pick(args.iters, 10, 3, 3, 1),
-        sections=args.sections or list(SECTIONS), quick=quick,
+        sections=args.sections or list(SECTIONS), quick=quick, model_backend=args.model_backend,
         # A shared 2-core box: one thread avoids OpenMP oversubscription (5x faster when busy).
         threads=args.threads or (1 if quick and not cuda else torch.get_num_threads()),
         time_limit=args.time_limit)
@@ -146,8 +154,8 @@ def resolve(args: argparse.Namespace) -> Config | str:
 def command_line(args: argparse.Namespace) -> str:
     """The command, rebuilt from the parsed options (what RESULTS.md records)."""
     parts = ["poster-fast bench"] + (["--quick"] if args.quick else [])
-    for name in ("batch", "model_batch", "dtypes", "levels", "backends", "sections", "warmup", "iters",
-                 "threads", "device", "time_limit", "json"):
+    for name in ("batch", "model_batch", "dtypes", "levels", "backends", "model_backend", "sections", "warmup",
+                 "iters", "threads", "device", "time_limit", "json"):
         value = getattr(args, name)
         if value is not None:
             if isinstance(value, list):

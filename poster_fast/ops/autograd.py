@@ -53,6 +53,7 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.save_for_backward(q, k, v, table, out, lse)
     ctx.window, ctx.scale = (wh, ww), scale
     ctx.mark_non_differentiable(lse)
+    ctx.set_materialize_grads(False)  # no zero-filled gradient of lse (one kernel less per backward)
 
 
 def differentiable_gradients(dout: torch.Tensor, inputs: tuple[torch.Tensor, ...],

@@ -42,9 +42,12 @@ def _limits(p: WindowProblem, device: CudaDevice | None) -> list[str]:
 
 def _run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb_table: torch.Tensor,
          p: WindowProblem) -> torch.Tensor:
-    from ..triton import library  # imports triton and registers the torch ops, once
+    from ..triton import launch, library  # imports triton and registers the torch ops, once
 
-    return library.wmca_fwd(q, k, v, rpb_table, p.window[0], p.window[1], p.scale)[0]
+    # The float32 head-major table the kernels read, made here where autograd sees it: the
+    # backward op then receives it as it is (no copy of its own), and d_table flows back through.
+    table = launch.table32(rpb_table)
+    return library.wmca_fwd(q, k, v, table, p.window[0], p.window[1], p.scale)[0]
 
 
 BACKEND = Backend(

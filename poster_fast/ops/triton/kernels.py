@@ -1,11 +1,14 @@
 """The Triton W-MCSA kernels and their autotune configs (launched by launch.py).
 
 - `_fwd_kernel`, grid (query blocks * B*H,): loads its q block once, then for every window of
-  its image runs an online softmax over key blocks; the bias is gathered from the (float32)
-  table by the relative index computed from token coordinates. Stores out and the natural-log LSE.
-- `_delta_kernel`: delta = rowsum(dO * O).
+  its image runs an online softmax over key blocks; the bias is gathered from the float32 table,
+  stored head-major (each head's rows contiguous, so neighbouring relative positions, which
+  neighbouring lanes read, are neighbours in memory), by the relative index computed from token
+  coordinates. Stores out and the natural-log LSE.
+- `_dq_kernel`, grid (query blocks * B*H,): dQ summed over the image's windows in window order;
+  it also computes delta = rowsum(dO * O) of its rows and stores it for the next two kernels
+  (launched after it: one launch fewer than a kernel of its own).
 - `_dkdv_kernel`, grid (key blocks * B*nW*H,): recomputes P^T per query block; dK, dV.
-- `_dq_kernel`, grid (query blocks * B*H,): dQ summed over the image's windows in window order.
 - `_dtable_kernel`, grid (slots * H,): tiles of BT tokens hold R whole image rows. The dS tile
   of query tile qt and key tile kt = qt - delta maps entry (a, c) to the table row
   (delta*R + a//Ww - c//Ww, a%Ww - c%Ww): the same map for every window and every tile pair with
@@ -22,11 +25,12 @@ dots ignore it. All kernels accumulate in fp32. Under TRITON_INTERPRET=1 every d
 (F32DOT: the interpreter's bf16 dot is wrong) on operands rounded as the GPU rounds them, 3xTF32
 included (_tf32x3_emulated).
 
-Autotune configs: CONFIGS holds each kernel's full list. POSTER_FAST_TRITON_CONFIGS="first"
-(read at import; default "all") gives the autotuner only the first config of each list, as does
-the interpreter, which runs one config only. `may_pick` says which configs the autotuner may pick
-for a dtype and arch; benchmarks/kernel_report.py checks that none of those spills registers or
-overflows shared memory on sm_80 and sm_90.
+Autotune configs: CONFIGS holds each kernel's full list; `may_pick` says which of them the
+autotuner may pick for a dtype and arch (the others are pruned there); benchmarks/kernel_report.py
+checks that none of those spills registers or overflows shared memory on sm_80 and sm_90.
+POSTER_FAST_TRITON_CONFIGS="first" (read at import; default "all") leaves the autotuner only the
+first config it may pick for the dtype and arch; the interpreter runs the first config of each
+list (it runs one config only, and warps do not matter there).
 """
 from __future__ import annotations
 
@@ -47,26 +51,27 @@ def _cfgs(names: tuple[str, ...], rows: list[tuple[int, ...]]) -> list[triton.Co
     return [triton.Config(dict(zip(names, r[:-2])), num_warps=r[-2], num_stages=r[-1]) for r in rows]
 
 
-# The first config of each list is the interpreter's and the one of CONFIG_SET "first"; it must
-# compile without spills for every dtype on sm_80 and sm_90 (fp32 dots as 3xTF32 need the most
-# registers: hence the narrow 64x16 dkdv tile).
+# No fwd, dq or dkdv config wastes warps: the M side of their dots (BM for fwd and dq, BN for
+# dkdv: the rows a program owns) is at least 16 x num_warps, so no two warps compute the same rows. dkdv's BM is the N side
+# of two of its four dots: 64x16 (HGMMA n16 on sm_90) is kept for fp32 on sm_80 only, the one
+# dkdv config that does not spill there (3xTF32 dots need the most registers; sm_80's mma.sync
+# is n8 wide anyway).
 CONFIGS: dict[str, list[triton.Config]] = {
-    "_fwd_kernel": _cfgs(("BM", "BN"), [(32, 32, 4, 1), (64, 32, 4, 2), (64, 64, 8, 3),
-                                        (128, 32, 4, 3), (128, 64, 8, 3)]),
-    "_dkdv_kernel": _cfgs(("BN", "BM"), [(64, 16, 4, 1), (128, 16, 8, 1), (64, 32, 8, 2),
-                                         (128, 32, 8, 3), (128, 64, 8, 2)]),
-    "_dq_kernel": _cfgs(("BM", "BN"), [(32, 32, 4, 1), (64, 32, 8, 2), (64, 64, 4, 3),
-                                       (128, 32, 8, 2), (128, 64, 8, 3)]),
+    "_fwd_kernel": _cfgs(("BM", "BN"), [(64, 32, 4, 2), (64, 64, 4, 2), (128, 32, 8, 3), (128, 64, 8, 3)]),
+    "_dkdv_kernel": _cfgs(("BN", "BM"), [(64, 32, 4, 1), (128, 32, 8, 3), (128, 64, 8, 2), (64, 16, 4, 1)]),
+    "_dq_kernel": _cfgs(("BM", "BN"), [(64, 32, 4, 1), (64, 64, 4, 3), (128, 32, 8, 2), (128, 64, 8, 3)]),
     "_dtable_kernel": _cfgs((), [(8, 1), (4, 1), (8, 2), (4, 2)]),
 }
 _F32, _HALF = {torch.float32}, {torch.float16, torch.bfloat16}
 _ALL = _F32 | _HALF
-# Configs the autotuner must not pick, where ptxas spills registers (make kernel-report):
-# kernel -> config index -> {(dtype, arch)}.
+# Configs the autotuner must not pick: where ptxas spills registers (make kernel-report), and
+# dkdv's 64x16 where a wider config fits. kernel -> config index -> {(dtype, arch)}.
 EXCLUDED: dict[str, dict[int, set[tuple[torch.dtype, int]]]] = {
-    "_fwd_kernel": {4: {(dt, 80) for dt in _ALL}},
-    "_dkdv_kernel": {2: {(torch.float32, 80)}, 3: {(torch.float32, 80)}, 4: {(torch.float32, 80)}},
-    "_dq_kernel": {2: {(torch.float32, 80)}, 4: {(dt, 80) for dt in _ALL}},
+    "_fwd_kernel": {1: {(torch.float32, 80)}, 3: {(dt, 80) for dt in _ALL}},
+    "_dkdv_kernel": {0: {(torch.float32, 80)}, 1: {(torch.float32, 80)},
+                     2: {(dt, 80) for dt in _ALL} | {(torch.float32, 90)},
+                     3: {(dt, 90) for dt in _ALL} | {(dt, 80) for dt in _HALF}},
+    "_dq_kernel": {1: {(torch.float32, 80)}, 3: {(torch.float32, 80)}},
     "_dtable_kernel": {1: {(torch.float32, 80), (torch.float32, 90)}, 2: {(torch.float32, 80)},
                        3: {(torch.float32, 80), (torch.float32, 90)}},
 }
@@ -77,23 +82,29 @@ def may_pick(kernel: str, index: int, dtype: torch.dtype, arch: int) -> bool:
     return (dtype, arch) not in EXCLUDED.get(kernel, {}).get(index, set())
 
 
+def first_pick(kernel: str, dtype: torch.dtype, arch: int) -> int:
+    """Index of the first config of CONFIGS[kernel] the autotuner may pick for dtype and arch."""
+    return next(i for i in range(len(CONFIGS[kernel])) if may_pick(kernel, i, dtype, arch))
+
+
 def _prune(kernel: str):
-    """Autotune pruning by may_pick, for the dtype of Q and the GPU the kernel runs on."""
+    """Autotune pruning by may_pick for the dtype of Q and the GPU the kernel runs on; with
+    CONFIG_SET "first", the first config left."""
     def prune(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
         q = named_args["Q"]
         major, minor = torch.cuda.get_device_capability(q.device)
-        full = CONFIGS[kernel]
-        return [c for c in configs if may_pick(kernel, full.index(c), q.dtype, 10 * major + minor)]
+        arch, full = 10 * major + minor, CONFIGS[kernel]
+        if CONFIG_SET == "first":
+            return [full[first_pick(kernel, q.dtype, arch)]]
+        return [c for c in configs if may_pick(kernel, full.index(c), q.dtype, arch)]
     return prune
 
 
 def _tuned(key: list[str]):
-    """jit + autotune over CONFIGS[name]; only the first config under the interpreter or with
-    POSTER_FAST_TRITON_CONFIGS=first."""
+    """jit + autotune over CONFIGS[name], pruned per dtype and arch; the first config only
+    under the interpreter."""
     def wrap(fn):
-        configs = CONFIGS[fn.__name__]
-        if INTERPRET or CONFIG_SET == "first":
-            configs = configs[:1]
+        configs = CONFIGS[fn.__name__][:1] if INTERPRET else CONFIGS[fn.__name__]
         return triton.autotune(configs, key=key, prune_configs_by={"early_config_prune": _prune(fn.__name__)})(
             triton.jit(fn))
     return wrap
@@ -211,19 +222,6 @@ def _fwd_kernel(Q, K, V, TAB, OUT, LSE,
         tl.store(LSE + row + offs_m, m_i + tl.log(l_i), mask=m_ok)
 
 
-@triton.jit
-def _delta_kernel(DO, OUT, DELTA, sdo_b, sdo_h, sdo_n, sdo_d, H, N, D,
-                  BD: tl.constexpr, BM: tl.constexpr):
-    rh, blk = _split(tl.cdiv(N, BM))
-    offs_m = blk * BM + tl.arange(0, BM)
-    offs_d = tl.arange(0, BD)
-    mask = (offs_m < N)[:, None] & (offs_d < D)[None, :]
-    do = tl.load(DO + (rh // H) * sdo_b + (rh % H) * sdo_h + offs_m[:, None] * sdo_n + offs_d[None, :] * sdo_d,
-                 mask=mask, other=0.0).to(tl.float32)
-    o = tl.load(OUT + rh * N * D + offs_m[:, None] * D + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
-    tl.store(DELTA + rh * N + offs_m, tl.sum(do * o, 1), mask=offs_m < N)
-
-
 @_tuned(key=["N", "D", "PREC"])
 def _dkdv_kernel(Q, K, V, TAB, DO, LSE, DELTA, DK, DV,
                  sq_b, sq_h, sq_n, sq_d, sk_b, sk_h, sk_n, sk_d, sv_b, sv_h, sv_n, sv_d, st_r, st_h,
@@ -269,7 +267,7 @@ def _dkdv_kernel(Q, K, V, TAB, DO, LSE, DELTA, DK, DV,
 
 
 @_tuned(key=["N", "D", "PREC"])
-def _dq_kernel(Q, K, V, TAB, DO, LSE, DELTA, DQ,
+def _dq_kernel(Q, K, V, TAB, DO, OUT, LSE, DELTA, DQ,
                sq_b, sq_h, sq_n, sq_d, sk_b, sk_h, sk_n, sk_d, sv_b, sv_h, sv_n, sv_d, st_r, st_h,
                sdo_b, sdo_h, sdo_n, sdo_d, H, NW, N, D, scale,
                WH: tl.constexpr, WW: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr,
@@ -294,8 +292,11 @@ def _dq_kernel(Q, K, V, TAB, DO, LSE, DELTA, DQ,
         row = (r * H + h) * N
         do = tl.load(DO + r * sdo_b + h * sdo_h + offs_m[:, None] * sdo_n + offs_d[None, :] * sdo_d,
                      mask=q_mask, other=0.0)
+        o = tl.load(OUT + row * D + offs_m[:, None] * D + offs_d[None, :], mask=q_mask, other=0.0)
+        delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)  # padded rows: 0
+        tl.store(DELTA + row + offs_m, delta, mask=m_ok)  # for the dkdv and d_table kernels
+        delta = delta[:, None]
         lse = tl.load(LSE + row + offs_m, mask=m_ok, other=0.0)[:, None]
-        delta = tl.load(DELTA + row + offs_m, mask=m_ok, other=0.0)[:, None]
         for start in range(0, N, BN):
             offs_n = start + arange_n
             n_ok = offs_n < N

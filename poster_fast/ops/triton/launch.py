@@ -2,16 +2,18 @@
 
 Precision: fp32 inputs get fp32-accurate dots (PREC "ieee", run as 3xTF32 on tensor cores)
 unless cuBLAS may use TF32 for fp32 matmuls (torch.backends.cuda.matmul.fp32_precision /
-allow_tf32; off by default), then TF32. The kernels read the bias table in float32 whatever
-its dtype (one small conversion per call); d_table comes back in the table's dtype.
+allow_tf32; off by default), then TF32. The kernels read the bias table as float32 stored
+head-major (`table32`: one small copy, none for a table that already is; the triton backend
+makes it once per forward, before the op); d_table comes back in the table's dtype and shape.
+Launches: one for the forward, four for the backward (dq, which also computes delta; dkdv; the
+d_table slots; their reduction).
 """
 from __future__ import annotations
 
 import torch
 import triton
 
-from .kernels import (INTERPRET, _delta_kernel, _dkdv_kernel, _dq_kernel, _dtable_kernel,
-                      _dtable_reduce_kernel, _fwd_kernel)
+from .kernels import INTERPRET, _dkdv_kernel, _dq_kernel, _dtable_kernel, _dtable_reduce_kernel, _fwd_kernel
 
 TABLE_PROGRAMS = 1024  # d_table kernel: at most about this many programs (slots)
 TABLE_TILES = (16, 32, 64)  # d_table tile sides BT to choose from
@@ -39,8 +41,13 @@ def _consts(q: torch.Tensor, wh: int, ww: int) -> dict[str, object]:
                 PREC="ieee" if ieee else "tf32", F32DOT=INTERPRET)
 
 
-def _table32(table: torch.Tensor) -> torch.Tensor:
-    return table if table.dtype == torch.float32 else table.float()
+def table32(table: torch.Tensor) -> torch.Tensor:
+    """The (rows, H) table as float32 with each head's rows contiguous (strides (1, rows): the
+    layout of a transposed (H, rows) buffer): one copy (differentiable), none when it already is."""
+    if table.dtype == torch.float32 and table.t().is_contiguous():
+        return table
+    rows, heads = table.shape
+    return torch.empty_strided((rows, heads), (1, rows), dtype=torch.float32, device=table.device).copy_(table)
 
 
 def table_tiling(wh: int, ww: int) -> tuple[int, int, int]:
@@ -69,7 +76,7 @@ def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: torch.Tens
     out = torch.empty(k.shape, dtype=q.dtype, device=q.device)
     lse = torch.empty(k.shape[:3], dtype=torch.float32, device=q.device)
     grid = lambda meta: (triton.cdiv(n, meta["BM"]) * b * h,)  # noqa: E731
-    table = _table32(table)
+    table = table32(table)
     _launch(_fwd_kernel)[grid](q, k, v, table, out, lse, *_strides(q, k, v, table),
                                h, k.shape[0] // b, n, d, scale, **_consts(q, wh, ww))
     return out, lse
@@ -81,25 +88,23 @@ def backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     b, h, n, d = q.shape
     bw = k.shape[0]
     consts = _consts(q, wh, ww)
-    table32 = _table32(table)
-    strides = _strides(q, k, v, table32, dout)
-    delta = torch.empty_like(lse)
-    _launch(_delta_kernel)[(triton.cdiv(n, 64) * bw * h,)](dout, out, delta, *dout.stride(), h, n, d,
-                                                           BD=consts["BD"], BM=64)
+    tab = table32(table)
+    strides = _strides(q, k, v, tab, dout)
+    delta = torch.empty_like(lse)  # written by the dq kernel, read by the next two
     dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
     dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
     common = (*strides, h, bw // b)
-    _launch(_dkdv_kernel)[lambda meta: (triton.cdiv(n, meta["BN"]) * bw * h,)](
-        q, k, v, table32, dout, lse, delta, dk, dv, *common, n, d, scale, **consts)
     _launch(_dq_kernel)[lambda meta: (triton.cdiv(n, meta["BM"]) * b * h,)](
-        q, k, v, table32, dout, lse, delta, dq, *common, n, d, scale, **consts)
+        q, k, v, tab, dout, out, lse, delta, dq, *common, n, d, scale, **consts)
+    _launch(_dkdv_kernel)[lambda meta: (triton.cdiv(n, meta["BN"]) * bw * h,)](
+        q, k, v, tab, dout, lse, delta, dk, dv, *common, n, d, scale, **consts)
     # d_table: slots of ITERS (window, tile pair) iterations, then a fixed-order reduce.
     bt, rows, nt = table_tiling(wh, ww)
     iters, slots = table_slots(bw, nt, h)
     part = torch.empty((slots, h, bt, bt), dtype=torch.float32, device=q.device)
     _launch(_dtable_kernel)[(slots * h,)](
-        q, k, v, table32, dout, lse, delta, part, *common, bw, nt, iters, n, d, scale, R=rows, BT=bt, **consts)
+        q, k, v, tab, dout, lse, delta, part, *common, bw, nt, iters, n, d, scale, R=rows, BT=bt, **consts)
     dtable = torch.empty(table.shape, dtype=table.dtype, device=table.device)
     _launch(_dtable_reduce_kernel)[(2 * wh - 1, h)](part, dtable, *dtable.stride(), h, bw, nt, iters, WH=wh,
                                                     WW=ww, R=rows, BT=bt, TP=triton.next_power_of_2(2 * ww - 1))
