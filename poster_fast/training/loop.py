@@ -68,6 +68,9 @@ def train(opts: TrainOptions, given: Collection[str] | None = None) -> dict[str,
         state = load_training_state(source)
         opts, changes = resume_options(opts, state.get("options") or {}, state["epoch"], given, source,
                                        finished_ok=opts.resume == "auto" and not state.get("step"))
+        if state.get("step") and "batch_size" in changes:
+            raise UsageError(f"--resume: {source} stopped within epoch {state['epoch'] + 1}, at step {state['step']} "
+                             f"of batches of {changes['batch_size'][0]}: --batch-size can change at an epoch's end only")
     for name in (*OUTPUTS, *(f"confusion_{s}.png" for s in {opts.val_split, test_split(opts)})):
         if (opts.out_dir / name).is_dir():
             raise UsageError(f"--out {opts.out_dir}: {name} there is a folder; training writes a file of that name")
