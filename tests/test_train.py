@@ -260,6 +260,17 @@ def test_resume_refuses_what_cannot_continue_the_run(data, last_pt, tmp_path, ch
     assert not (tmp_path / "o" / "metrics.csv").exists()
 
 
+def test_resume_within_an_epoch_refuses_another_batch_size(data, last_pt, tmp_path, capsys):
+    state = torch.load(last_pt, weights_only=True)
+    state.update(epoch=1, step=1, samples=4, ranks=None)
+    torch.save(state, tmp_path / "last.pt")
+    args = ["train", "--data", str(data), "--out", str(tmp_path / "o"), "--resume", str(tmp_path / "last.pt"),
+            "--epochs", "3", *TRAIN_ARGS]
+    assert main(args) == 2  # the run's batch is 144
+    assert "stopped within epoch 2, at step 1 of batches of 144: --batch-size can change at an epoch's end only" \
+        in one_line_error(capsys.readouterr().err, "poster-fast train: error:")
+
+
 def test_resume_options_keep_the_runs_values_unless_given_again():
     from poster_fast.errors import UsageError
     from poster_fast.training.options import TrainOptions, describe_changes, resume_options

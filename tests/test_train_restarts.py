@@ -81,7 +81,8 @@ def test_stopped_and_killed_runs_resume_bitwise(data, tmp_path):
     number of loader workers and SIGKILLed after its next save; continued again to the end."""
     common = ["--epochs", "2", "--batch-size", "2", "--save-every", "1"]
     reference = tmp_path / "reference"
-    finished(train_cmd(data, reference, *common, "--workers", "0"))
+    first = finished(train_cmd(data, reference, *common, "--workers", "0"))
+    assert f"--resume auto: no {reference / 'last.pt'}: starting a new run" in first.stdout
 
     out = tmp_path / "run"
     last = out / "last.pt"
