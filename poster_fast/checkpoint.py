@@ -327,9 +327,9 @@ def describe_record(record: Mapping[str, Any] | None) -> list[str]:
     launch = record.get("launch")
     if launch:
         lines.append(
-            f"run launch: {launch.get('world_size')} processes on {launch.get('nodes')} nodes, global batch "
-            f"{launch.get('global_batch')} = {launch.get('world_size')} x {launch.get('accum_steps')} "
-            f"accumulation steps x {launch.get('batch_per_process')}, SyncBatchNorm "
+            f"run launch: world size {launch.get('world_size')} on {launch.get('nodes')} node(s), global batch "
+            f"{launch.get('global_batch')} = {launch.get('world_size')} processes x {launch.get('accum_steps')} "
+            f"accumulation steps x {launch.get('batch_per_process')} images, SyncBatchNorm "
             f"{'on' if launch.get('sync_bn') else 'off'}, started {launch.get('started')}"
             + (f" (torchrun restart {launch['restart']})" if launch.get("restart") else ""))
     for r in record["resumes"]:

@@ -116,6 +116,10 @@ def test_evaluate_prints_the_record_and_writes_it(data, run, tmp_path, capsys):
     assert f"sampler auto (shuffle), amp auto ({AMP_HERE}), attn backend auto, seed 5" in err
     assert f"poster_fast {poster_fast.__version__}, torch {torch.__version__}, Python " in err
     assert f"CUDA {torch.version.cuda or 'none'}" in err and "world size 1" in err
+    assert "run launch: world size 1 on 1 node(s), global batch 4 = 1 processes x 1 accumulation steps x 4 " \
+           "images, SyncBatchNorm off, started 20" in err
+    for r in record["resumes"]:  # best.pt is the first session's or the resumed one's
+        assert f"run resumed from {r['from']} after epoch 1 at {r['at']}: --epochs 2 (was 1)" in err
     assert f"run data: {data.resolve()}: train 7 (dark 4, bright 3); valid 4 (dark 2, bright 2)" in err
     assert json.loads((tmp_path / "eval_valid.json").read_text())["run"] == record
 
