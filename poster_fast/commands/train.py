@@ -11,10 +11,11 @@ from ..training.options import LIMITS, OPTIMIZERS, SAMPLERS, TrainOptions
 from .options import (add_data_options, add_model_options, check_input_options, check_model_options, dataset_tables,
                       number)
 
-RESUME_NOTE = ("--resume continues OUT/last.pt, or starts a new run when there is none (auto, the default "
-               "value: one command for the first start and every restart), or continues the file given: "
+RESUME_NOTE = ("--resume (or --resume auto) continues OUT/last.pt, or starts a new run when there is none (one "
+               "command for the first start and every restart); --resume FILE continues that file: "
                "options not given again keep the run's values; given again with another value, --dataset, "
-               "--optimizer and the class names are refused, --epochs must exceed the epochs done, and the "
+               "--optimizer and the class names are refused, --epochs must exceed the epochs done (with auto, "
+               "may equal them), --batch-size may change at an epoch's end only, and the "
                "others (--lr, --gamma, --weight-decay, --rho, --batch-size, --image-size, --sampler, --seed, "
                "--val-split, --test-split, --sync-bn) apply from where the run continues and are logged (a new "
                "--lr or --gamma continues the schedule lr * gamma^epoch at the epoch reached); --ir50/--landmark "
