@@ -5,7 +5,7 @@ PY     ?= $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 # Triton 3.6.0's CPU interpreter works with numpy < 2.4 (see shared TOOLCHAIN notes).
 DEPS   ?= "numpy<2.4" "triton==3.6.0" fvcore pytest pytest-benchmark hypothesis ninja pybind11 setuptools wheel \
-          tqdm pillow matplotlib "opencv-python-headless<5" scikit-image \
+          tqdm pillow matplotlib "opencv-python-headless>=4.8" scikit-image \
           safetensors onnx onnxscript onnxruntime import-linter==2.17
 PYTEST_ARGS ?=
 # Triton runs through its interpreter where no CUDA GPU is visible.

@@ -14,11 +14,13 @@ from .version import __version__
 
 if TYPE_CHECKING:
     from . import ops
+    from .inference.recognizer import Recognizer
     from .model import POSTERV2
     from .pretrained import LoadReport, load_backbones, load_checkpoint
 
-__all__ = ["POSTERV2", "optimize", "load_checkpoint", "load_backbones", "CheckpointError", "LoadReport", "ops"]
+__all__ = ["POSTERV2", "Recognizer", "optimize", "load_checkpoint", "load_backbones", "CheckpointError", "LoadReport",
+           "ops"]
 
 __getattr__, __dir__ = lazy_names(__name__, {
-    "POSTERV2": ".model", "load_checkpoint": ".pretrained", "load_backbones": ".pretrained",
+    "POSTERV2": ".model", "Recognizer": ".inference.recognizer", "load_checkpoint": ".pretrained", "load_backbones": ".pretrained",
     "LoadReport": ".pretrained", "ops": ".ops"})

@@ -88,3 +88,8 @@ BATCH_SIZE = Range(1, integer=True)
 NUM_CLASSES = Range(1, integer=True)  # a model's outputs
 CROP_MARGIN = Range(0, 10)  # face crop margin per side, a fraction of the face box
 FRAME_STEP = Range(1, integer=True)  # predict classifies every N-th frame of a video
+FRAME_COUNT = Range(1, integer=True)  # predict --max-frames
+DURATION = Range(0, low_open=True)  # predict --duration, seconds
+CAMERA_INDEX = Range(0, integer=True)  # predict --camera
+DETECT_THRESHOLD = Range(0, 1, low_open=True)  # the lowest face detector score kept
+MIN_FACE = Range(1, 10_000, integer=True)  # pixels: smaller faces are not reported

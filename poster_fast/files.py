@@ -125,6 +125,33 @@ def json_text(obj: Any) -> str:
     return json.dumps(finite_json(obj), indent=2, allow_nan=False) + "\n"
 
 
+def json_line(obj: Any) -> str:
+    """`obj` as one line of valid JSON (non-finite numbers as null), with its newline."""
+    return json.dumps(finite_json(obj), allow_nan=False, separators=(",", ":")) + "\n"
+
+
+class LineFile:
+    """A file that grows a line at a time while a run goes, for a program that follows it (`tail -F`,
+    a line reader): it is created under a temporary name beside `path` and renamed onto `path`
+    before the first line (atomic_path), so that `path` always holds this run's whole lines only;
+    each line is then written with one call and reaches the file at once (no buffering)."""
+
+    def __init__(self, path: Path) -> None:
+        with atomic_path(path) as tmp:
+            self._fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o666)
+        self.path = path
+
+    def write(self, line: str) -> None:
+        data = line.encode()
+        while data:
+            data = data[os.write(self._fd, data):]
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
 def remove_stale_temps(folder: Path, names: Iterable[str]) -> list[Path]:
     """Remove what a killed writer left in `folder`: the temporary files of atomic_path
     (NAME.<hex>.tmp) and the older fixed name NAME.tmp, for each NAME; returns those removed."""

@@ -16,6 +16,7 @@ from PIL import Image
 from poster_fast.commands import cli
 from poster_fast.device import Precision
 from poster_fast.inference.classifier import Classifier
+from poster_fast.inference.recognizer import Recognizer
 
 WORK = {  # command -> the functions where its work starts
     "predict": ["poster_fast.inference.classifier.load_classifier",
@@ -113,3 +114,9 @@ class FakeClassifier(Classifier):
                 probs[i] = float("nan")
         self.seen += len(batch)
         return probs
+
+
+def recognizer(classifier: Classifier, detector=None, *, image_size: int = 224, margin: float = 0.2,
+               batch_size: int = 32, align: bool = True) -> Recognizer:
+    """A Recognizer of `classifier`, no detector by default (each photo is one face)."""
+    return Recognizer(classifier, detector, align=align, margin=margin, image_size=image_size, batch_size=batch_size)

@@ -37,6 +37,16 @@ def check_installed_copy() -> None:
     from poster_fast import _C  # noqa: F401  (ImportError here: the wheel has no usable extension)
 
 
+def check_face_detector_shipped() -> None:
+    """The YuNet model file is in the installed copy, with its license and its source, whose sha256
+    it matches (read as files: poster_fast.faces needs the predict extra)."""
+    import hashlib
+
+    folder = Path(poster_fast.__file__).parent / "faces" / "models"
+    digest = hashlib.sha256((folder / "yunet_s_640_640.onnx").read_bytes()).hexdigest()
+    assert digest in (folder / "SOURCE").read_text() and "Apache License" in (folder / "LICENSE").read_text()
+
+
 def check_fused_op() -> None:
     case = Case(batch=2, windows=4, heads=2, window=(7, 7), head_dim=32)
     for dtype in (torch.float32, torch.bfloat16):
@@ -85,7 +95,7 @@ def check_commands_without_extras() -> None:
 
 
 def main() -> int:
-    for check in (check_installed_copy, check_fused_op, check_model, check_command_line,
+    for check in (check_installed_copy, check_face_detector_shipped, check_fused_op, check_model, check_command_line,
                   check_commands_without_extras):
         check()
         print(f"{check.__name__}: ok", flush=True)

@@ -1,6 +1,7 @@
 """The face crop's geometry pinned with known face boxes: a square of side max(w, h) * (1 + 2 *
 margin) centred on the box, clipped to the image (so no longer square at a border); and the crop
-that predict feeds the model, with its default margin (0.2), through the API and the command.
+that predict feeds the model, with its default margin (0.2), through the API and the command
+(axis-aligned: the detector here gives no landmarks; aligned crops: tests/test_faces.py).
 
 The photo encodes each pixel's coordinates in its colour, so a crop shows where it was cut."""
 from __future__ import annotations
@@ -10,11 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from command_utils import FakeClassifier
+from command_utils import FakeClassifier, recognizer
 from poster_fast.commands.cli import main
 from poster_fast.data.transforms import ToNormalizedTensor
-from poster_fast.faces import Box, crop_face
-from poster_fast.inference.crops import image_crops
+from poster_fast.faces import Box, Detection, crop_face
 from poster_fast.inference.predict import predict_files
 
 WIDTH, HEIGHT = 400, 300
@@ -60,15 +60,16 @@ def test_crop_geometry(box, margin, region):
 
 
 class KnownFace:
-    """A detector that finds one face, at a known box."""
+    """A detector that finds one face, at a known box, without landmarks."""
 
     name = "known"
+    landmarks = False
 
     def __init__(self, box: Box = GEOMETRY[0][0]) -> None:
         self.box = box
 
-    def __call__(self, img: Image.Image) -> list[Box]:
-        return [self.box]
+    def __call__(self, image: np.ndarray, bgr: bool = False) -> list[Detection]:
+        return [Detection(self.box)]
 
 
 class RecordingClassifier(FakeClassifier):
@@ -86,9 +87,10 @@ def expected_input(region: tuple[int, int, int, int], size: int) -> torch.Tensor
     return ToNormalizedTensor(size)(coordinates_photo().crop((x, y, x + w, y + h)))
 
 
-def test_image_crops_feed_the_crop():
+def test_recognizer_crops_feed_the_crop():
     box, margin, region = GEOMETRY[0]
-    ((face, tensor),) = image_crops(coordinates_photo(), KnownFace(box), margin, ToNormalizedTensor(64))
+    rec = recognizer(FakeClassifier(), KnownFace(box), margin=margin, image_size=64)
+    ((face, tensor),) = rec.crops(np.asarray(coordinates_photo()))
     assert face.box == box  # the outputs report the detector's box; the model sees the crop
     assert torch.equal(tensor, expected_input(region, 64))
 
@@ -97,7 +99,7 @@ def test_predict_files_default_margin(tmp_path):
     path = tmp_path / "coords.png"
     coordinates_photo().save(path)
     classifier = RecordingClassifier()
-    (result,) = predict_files([path], classifier, KnownFace(), image_size=64, progress=False)
+    (result,) = predict_files([path], recognizer(classifier, KnownFace(), image_size=64), progress=False)
     assert result.faces[0].box == GEOMETRY[0][0]
     assert torch.equal(classifier.batches[0][0], expected_input(GEOMETRY[0][2], 64))
 
@@ -106,7 +108,7 @@ def test_predict_command_default_margin_and_size(tmp_path, monkeypatch):
     path = tmp_path / "coords.png"
     coordinates_photo().save(path)
     classifier = RecordingClassifier()
-    monkeypatch.setattr("poster_fast.faces.FaceDetector", KnownFace)
+    monkeypatch.setattr("poster_fast.faces.load_detector", lambda *args, **kwargs: KnownFace())
     monkeypatch.setattr("poster_fast.inference.classifier.random_classifier", lambda **options: classifier)
     assert main(["predict", str(path), "--allow-random", "--quiet", "--json", str(tmp_path / "p.json")]) == 0
     assert torch.equal(classifier.batches[0][0], expected_input(GEOMETRY[0][2], 224))

@@ -14,10 +14,12 @@ import csv
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageChops
 
+from command_utils import recognizer
 from poster_fast import POSTERV2
 from poster_fast.commands.cli import main
 from poster_fast.data.images import load_image
@@ -122,7 +124,9 @@ def test_predict_outputs_name_the_favoured_class(case, photo, tmp_path, capsys):
     def rendering(name: str) -> Image.Image:
         from poster_fast.faces import Box
 
-        return draw_faces(load_image(photo), [Face(Box(x, y, w, h), name, face["score"])])
+        marks = None if face["landmarks"] is None else np.array(list(face["landmarks"].values()))
+        return draw_faces(load_image(photo), [Face(Box(x, y, w, h), face["detection_score"], marks, name,
+                                                   face["score"])])
 
     assert ImageChops.difference(drawn, rendering(label)).getbbox() is None, "the annotation is not the label's"
     assert all(ImageChops.difference(drawn, rendering(other)).getbbox() is not None
@@ -139,7 +143,7 @@ def test_python_api_names_the_favoured_class(case, photo, tmp_path):
     assert probs.shape == (2, len(names))
     for p in probs:
         assert_probs(dict(zip(names, p.tolist())), want)
-    (result,) = predict_files([photo], classifier, None, progress=False)
+    (result,) = predict_files([photo], recognizer(classifier), progress=False)
     (face,) = result.faces
     assert face.label == names[favoured]
     assert_probs(face.probs, want)

@@ -132,23 +132,24 @@ def test_class_names_sources():
 
 
 @pytest.mark.parametrize("opencv", [True, False])
-def test_face_detector_both_cascades(opencv, monkeypatch):
-    """OpenCV's Haar cascade (opencv 4.x) and the LBP fallback (opencv 5 has no cascades)."""
+def test_fallback_cascades(opencv, monkeypatch):
+    """The fallback where cv2.FaceDetectorYN is missing: OpenCV's Haar cascade, or without OpenCV
+    scikit-image's LBP cascade; no score, no landmarks."""
     import sys
 
-    from poster_fast.faces import FaceDetector
+    from poster_fast.faces.cascade import Cascade
 
     if not opencv:
         monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 -> ImportError
     else:
         pytest.importorskip("cv2")
-    detector = FaceDetector()
-    assert detector.name.startswith("opencv-haar" if opencv else "opencv-lbp")
-    boxes = detector(Image.fromarray(skdata.astronaut()))
-    assert len(boxes) == 1
-    b = boxes[0]
+    detector = Cascade()
+    assert detector.name.startswith("opencv-haar" if opencv else "opencv-lbp") and not detector.landmarks
+    (found,) = detector(skdata.astronaut())
+    b = found.box
     assert b.x < FACE_CENTRE[0] < b.x + b.w and b.y < FACE_CENTRE[1] < b.y + b.h
-    assert detector(Image.fromarray(skdata.chelsea())) == []
+    assert found.score is None and found.landmarks is None
+    assert detector(skdata.chelsea()) == []
 
 
 def test_class_names_precedence_through_the_loader(checkpoint, tmp_path, capsys):

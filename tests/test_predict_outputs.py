@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from command_utils import FakeClassifier, photo
+from command_utils import FakeClassifier, photo, recognizer
 from poster_fast.commands.cli import main
 from poster_fast.files import atomic_path, remove_stale_temps
 from poster_fast.inference import outputs
@@ -73,7 +73,7 @@ def test_one_failed_output_does_not_lose_the_others(tmp_path, monkeypatch, capsy
 
 def test_non_finite_outputs_are_errors_and_the_json_stays_valid(tmp_path):
     files = [str(photo(tmp_path / f"p{i}.png", i)) for i in range(3)]
-    results = predict_files(files, FakeClassifier(nan=lambda i: i == 1), None, image_size=8, progress=False)
+    results = predict_files(files, recognizer(FakeClassifier(nan=lambda i: i == 1), image_size=8), progress=False)
     assert [r.classified for r in results] == [1, 0, 1]
     assert "the model output is not finite (nan)" in results[1].error
     doc = strict_json(outputs.json_document(results, ["x", "y"], None))
@@ -100,7 +100,7 @@ def test_memory_is_bounded_by_the_face_crops_not_the_photos(tmp_path, monkeypatc
     files = [str(photo(tmp_path / f"p{i}.png", i, size=(300, 200))) for i in range(5)]
     for annotator in (None, outputs.Annotator(tmp_path / "ann")):
         classifier = FakeClassifier(alive=alive)
-        predict_files(files, classifier, None, image_size=8, batch_size=100, on_classified=annotator,
+        predict_files(files, recognizer(classifier, image_size=8, batch_size=100), on_classified=annotator,
                       progress=False)
         assert classifier.alive_at_batch == [0]
     assert annotator.failed == [] and len(list((tmp_path / "ann").iterdir())) == 5
@@ -110,9 +110,9 @@ def test_face_batches_refuse_bad_sizes():
     with pytest.raises(ValueError, match="batch_size: expected an integer >= 1, got 0"):
         FaceBatches(FakeClassifier(), 0)
     with pytest.raises(ValueError, match="margin: expected a finite number from 0 to 10, got -1"):
-        predict_files([], FakeClassifier(), None, margin=-1.0, progress=False)
+        recognizer(FakeClassifier(), margin=-1.0)
     with pytest.raises(TypeError, match="image_size: expected an integer from 1 to 1024, got '224' \\(str\\)"):
-        predict_files([], FakeClassifier(), None, image_size="224", progress=False)
+        recognizer(FakeClassifier(), image_size="224")
 
 
 def test_input_folders_links_loops_hidden_and_repeats(tmp_path):

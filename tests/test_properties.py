@@ -15,7 +15,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from poster_fast.commands.cli import COMMANDS
 from poster_fast.errors import UsageError
-from command_utils import BASE, WORK, FakeClassifier, photo, place, run, work  # noqa: F401  (fixtures)
+from command_utils import BASE, WORK, FakeClassifier, photo, place, recognizer, run, work  # noqa: F401  (fixtures)
 
 FIXTURES = settings(max_examples=60, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -151,8 +151,8 @@ def test_predict_files_arguments(image_size, margin, batch_size, tmp_path):
     from poster_fast.inference.predict import predict_files
 
     files = [str(photo(tmp_path / "p.png", 0)), str(photo(tmp_path / "q.png", 1))]
-    result = named_error(lambda: predict_files(files, FakeClassifier(), None, image_size=image_size, margin=margin,
-                                               batch_size=batch_size, progress=False))
+    result = named_error(lambda: predict_files(files, recognizer(FakeClassifier(), image_size=image_size, margin=margin,
+                                                                 batch_size=batch_size), progress=False))
     if isinstance(result, list):
         assert [r.classified for r in result] == [1, 1]
 

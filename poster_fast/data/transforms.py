@@ -19,13 +19,17 @@ class ToNormalizedTensor:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        self.mean = np.array(IMAGENET_MEAN, dtype=np.float32)
+        self.std = np.array(IMAGENET_STD, dtype=np.float32)
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
-        img = img.resize((self.size, self.size), Image.BILINEAR)
-        x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
-        return (x.float().div_(255.0) - self.mean) / self.std
+        return self.normalize(np.asarray(img.resize((self.size, self.size), Image.BILINEAR), dtype=np.uint8))
+
+    def normalize(self, rgb: np.ndarray) -> torch.Tensor:
+        """An H x W x 3 uint8 RGB array -> (3, H, W) float32, ToTensor then Normalize (in numpy,
+        so that no torch thread pool starts in the threads that prepare crops)."""
+        x = (rgb.astype(np.float32) / np.float32(255.0) - self.mean) / self.std
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
 
 class RandomErasing:

@@ -107,6 +107,18 @@ def load_classifier(checkpoint: str | os.PathLike, *, trusted: bool = False, att
     return _classifier(model, names, device, precision, compile, recorded)
 
 
+def pretrained_classifier(source: str | os.PathLike, *, attn_backend: str = "auto", device: str | None = None,
+                          dataset: str | None = None, classes: Sequence[str] | None = None,
+                          precision: str = "auto", compile: bool = False) -> Classifier:
+    """The model in a save_pretrained folder or a Hugging Face Hub repository (POSTERV2.from_pretrained),
+    ready for inference; its outputs named as load_classifier names them (`classes`, else `dataset`'s
+    table, else the folder's config)."""
+    model = POSTERV2.from_pretrained(source, attn_backend=attn_backend)
+    config = dict(getattr(model, "config", {}))
+    names = class_names(model.num_classes, config, dataset, classes)
+    return _classifier(model, names, device, precision, compile, config)
+
+
 def random_classifier(*, attn_backend: str = "auto", device: str | None = None,
                       dataset: str | None = None, classes: Sequence[str] | None = None,
                       precision: str = "auto", compile: bool = False) -> Classifier:

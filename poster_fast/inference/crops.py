@@ -1,24 +1,30 @@
-"""Face crops -> class probabilities, in batches: what a photo's and a video frame's results hold
-(Face, PhotoResult), the crops of an image (image_crops) and FaceBatches, which classifies the
-crops of consecutive photos and frames together. Used by predict.py (photos) and video.py (frames)."""
+"""What a photo's and a video frame's results hold (Face, PhotoResult), and FaceBatches, which
+classifies the face crops of consecutive photos and frames together. The crops themselves come
+from recognizer.Recognizer.crops."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
-from PIL import Image
 
 from ..checks import BATCH_SIZE
-from ..data.transforms import ToNormalizedTensor
-from ..faces import Box, FaceDetector, crop_face
+from ..faces import Box
 from .classifier import Classifier
 
 
-@dataclass
+@dataclass(eq=False)
 class Face:
+    """A face: where it is in the image (box, and the five landmarks of faces.LANDMARKS as a (5, 2)
+    array of x, y, in the image's pixels; None where the detector gives none), the detector's score
+    (None without a detector score), and once classified its label, that label's probability
+    (`score`) and every class's probability by class name (`probs`). label, score and probs stay
+    None when the model's output is not finite."""
     box: Box
-    label: str | None = None  # None until classified, or when the model output is not finite
+    detection_score: float | None = None
+    landmarks: np.ndarray | None = field(default=None, repr=False)
+    label: str | None = None
     score: float | None = None
     probs: dict[str, float] | None = None
 
@@ -68,15 +74,3 @@ class FaceBatches:
                 face.probs = {n: round(float(v), 6) for n, v in zip(names, p)}
         done, self.crops, self.photos = self.photos, [], []
         return done
-
-
-def image_crops(img: Image.Image, detector: FaceDetector | None, margin: float,
-                to_tensor: ToNormalizedTensor) -> list[tuple[Face, torch.Tensor]]:
-    """The faces of an RGB image (the whole image without a detector), each with its crop as the
-    model's input. Photos and video frames alike go through here."""
-    boxes = [Box(0, 0, img.width, img.height)] if detector is None else detector(img)
-    return [(Face(box), to_tensor(img if detector is None else crop_face(img, box, margin)[0])) for box in boxes]
-
-
-def no_face(detector: FaceDetector) -> str:
-    return f"no face found by the {detector.name} detector (aligned crops: --no-detect)"

@@ -1,46 +1,63 @@
-"""Videos -> sampled frames -> faces -> class probabilities, for `poster-fast predict`.
+"""Videos, cameras and streams -> frames, for `poster-fast predict`.
 
-A video is read with OpenCV (cv2.VideoCapture, imported only when a video is read). Frames
-0, N, 2N, ... (`every` = N) are decoded; their faces are found and cropped as a photo's are
-(crops.image_crops), and the crops join the batches of the photos' crops (crops.FaceBatches),
-so that faces are batched across frames and files. A frame is dropped once its faces are
-cropped: memory is bounded by the batch of crops, as for photos. The result is a timeline, one
-FrameResult per processed frame."""
+Every source is read with OpenCV (cv2.VideoCapture, imported only when one is read): a video file,
+a camera (`camera:N`, from `--camera N`) or a stream URL (anything with a scheme, such as
+rtsp://..., that VideoCapture opens). Of a file, frames 0, N, 2N, ... (`every` = N) are decoded;
+the frames between are grabbed, not decoded. Cameras and streams are live: a thread reads them
+continuously and predict takes the newest frame each time it is ready for one (at least `every`
+frames after the last one taken), so that it never falls behind the source; the frames it skips
+are counted, not kept. `max_frames` and `duration` end any source early. The result is a timeline,
+one FrameResult per processed frame.
+"""
 from __future__ import annotations
 
 import math
+import re
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
-import torch
-from PIL import Image
 
-from ..data.transforms import ToNormalizedTensor
 from ..errors import DataError
-from ..faces import FaceDetector
-from .crops import Face, PhotoResult, image_crops, no_face
+from .crops import Face, PhotoResult
 
 NEEDS_OPENCV = "reading a video needs OpenCV (scikit-image reads photos only): pip install opencv-python-headless"
+STREAM = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+CAMERA = "camera:"
+
+
+def camera_source(index: int) -> str:
+    return f"{CAMERA}{index}"
+
+
+def is_live(source: str) -> bool:
+    """A camera (camera:N) or a stream URL."""
+    return source.startswith(CAMERA) or bool(STREAM.match(source))
 
 
 @dataclass(kw_only=True)
 class FrameResult(PhotoResult):
-    """One processed frame; `file` is the video's, `error` only a non-finite model output."""
-    index: int  # the frame's position in the video, from 0
-    time: float | None  # seconds, index / fps (None where the video gives no frame rate)
+    """One processed frame; `file` is the source's, `error` only a non-finite model output."""
+    index: int  # the frame's position in the source, from 0
+    time: float | None  # seconds: index / fps for files (None where the file gives no frame rate),
+    #                     since the first frame for cameras and streams
     video: VideoResult = field(repr=False, compare=False)
+    pixels: np.ndarray | None = field(default=None, repr=False, compare=False)  # a live frame (BGR), kept
+    #                     until it is delivered: it cannot be read again
 
 
 @dataclass
 class VideoResult:
-    file: str
+    file: str  # the path, camera:N or the URL
     error: str | None = None
-    every: int = 1  # frames 0, every, 2*every, ... are processed
+    every: int = 1  # files: frames 0, every, 2*every, ... are processed
     fps: float | None = None
     size: tuple[int, int] | None = None  # width, height
     frames_read: int = 0  # processed or skipped
     frames: list[FrameResult] = field(default_factory=list)  # the processed frames, in order
+    live: bool = False
 
     @property
     def classified(self) -> int:
@@ -51,18 +68,22 @@ class VideoResult:
         return [face for frame in self.frames for face in frame.faces]
 
 
-def open_video(path: str) -> Any:
-    """An opened cv2.VideoCapture; DataError when OpenCV is missing or cannot open the file."""
+def open_capture(source: str) -> Any:
+    """An opened cv2.VideoCapture of a file, a stream URL or camera:N; DataError when OpenCV is
+    missing or cannot open it."""
     try:
         import cv2
     except ImportError:
         raise DataError(NEEDS_OPENCV) from None
     if not hasattr(cv2, "VideoCapture"):
         raise DataError(NEEDS_OPENCV)
-    capture = cv2.VideoCapture(path)
+    camera = source.startswith(CAMERA)
+    capture = cv2.VideoCapture(int(source[len(CAMERA):]) if camera else source)
     if not capture.isOpened():
         capture.release()
-        raise DataError(f"cannot open video {path}: not a video OpenCV can read")
+        what = "camera" if camera else "stream" if STREAM.match(source) else "video"
+        raise DataError(f"cannot open {what} {source}: " +
+                        ("no such camera, or it is busy" if camera else f"not a {what} OpenCV can read"))
     return capture
 
 
@@ -73,50 +94,113 @@ def frame_rate(capture: Any) -> float | None:
     return fps if math.isfinite(fps) and fps > 0 else None
 
 
-def read_frames(video: VideoResult) -> Iterator[tuple[int, np.ndarray]]:
-    """(index, RGB array) of frames 0, every, 2*every, ...; the frames between are grabbed, not
-    converted. Records the frame rate, size and frames read in `video`; raises DataError when
-    the file cannot be opened or a frame cannot be decoded."""
-    capture = open_video(video.file)
-    try:
-        video.fps = frame_rate(capture)
-        while capture.grab():
-            index, video.frames_read = video.frames_read, video.frames_read + 1
-            if index % video.every == 0:
-                yield index, retrieve_rgb(capture, video, index)  # held by no local while suspended
-    finally:
-        capture.release()
+@dataclass(frozen=True)
+class Limits:
+    """When to stop reading a source: after `max_frames` processed frames, or `duration` seconds
+    (of the video's time for files with a frame rate, else since the first frame)."""
+    max_frames: int | None = None
+    duration: float | None = None
+
+    def reached(self, processed: int, seconds: float | None) -> bool:
+        return ((self.max_frames is not None and processed >= self.max_frames)
+                or (self.duration is not None and seconds is not None and seconds >= self.duration))
+
+
+def read_frames(video: VideoResult, limits: Limits = Limits()) -> Iterator[tuple[int, float | None, np.ndarray]]:
+    """(index, time, BGR array) of the frames to process. Records the frame rate, size and frames
+    read in `video`; raises DataError when the source cannot be opened or a frame cannot be decoded."""
+    capture = open_capture(video.file)
+    video.fps = frame_rate(capture)
+    if video.live:
+        yield from _live(LiveReader(capture, video), video, limits)  # the reader releases the capture
+    else:
+        try:
+            yield from _file(capture, video, limits)
+        finally:
+            capture.release()
     if not video.frames_read:
-        raise DataError(f"no frame of video {video.file} can be decoded")
+        raise DataError(f"no frame of {video.file} can be decoded")
 
 
-def retrieve_rgb(capture: Any, video: VideoResult, index: int) -> np.ndarray:
-    """The frame just grabbed, decoded, as RGB; records the video's size."""
-    import cv2
+def _file(capture: Any, video: VideoResult, limits: Limits) -> Iterator[tuple[int, float | None, np.ndarray]]:
+    start, processed = time.monotonic(), 0
+    while capture.grab():
+        index, video.frames_read = video.frames_read, video.frames_read + 1
+        if index % video.every:
+            continue
+        at = None if video.fps is None else round(index / video.fps, 6)
+        if limits.reached(processed, at if at is not None else time.monotonic() - start):
+            return
+        ok, bgr = capture.retrieve()
+        if not ok:
+            raise DataError(f"frame {index} of {video.file} cannot be decoded")
+        video.size = (bgr.shape[1], bgr.shape[0])
+        processed += 1
+        yield index, at, bgr
 
-    ok, bgr = capture.retrieve()
-    if not ok:
-        raise DataError(f"frame {index} of {video.file} cannot be decoded")
-    video.size = (bgr.shape[1], bgr.shape[0])
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
-
-def frame_crops(video: VideoResult, detector: FaceDetector | None, margin: float,
-                to_tensor: ToNormalizedTensor) -> Iterator[tuple[FrameResult, list[tuple[Face, torch.Tensor]]]]:
-    """Each processed frame of `video` with its face crops (none where it has no face),
-    appended to video.frames. A video that cannot be read, or whose frames have no face, gets
-    an error; the frames read before a decoding error keep their results."""
+def _live(reader: LiveReader, video: VideoResult, limits: Limits) -> Iterator[tuple[int, float | None, np.ndarray]]:
     try:
-        for index, rgb in read_frames(video):
-            frame = FrameResult(video.file, index=index, video=video,
-                                time=None if video.fps is None else round(index / video.fps, 6))
-            crops = image_crops(Image.fromarray(rgb), detector, margin, to_tensor)
-            del rgb
-            frame.faces += [face for face, _ in crops]
-            video.frames.append(frame)
-            yield frame, crops
-    except DataError as err:
-        video.error = str(err)
-        return
-    if detector is not None and not any(frame.faces for frame in video.frames):
-        video.error = f"{no_face(detector)}, in any of the {len(video.frames)} frames processed"
+        processed, last = 0, -video.every
+        while not limits.reached(processed, reader.seconds()):
+            got = reader.newest(after=last + video.every - 1)
+            if got is None:
+                return
+            last, at, bgr = got
+            video.size = (bgr.shape[1], bgr.shape[0])
+            processed += 1
+            yield last, round(at, 6), bgr
+    finally:
+        reader.stop()
+
+
+class LiveReader:
+    """Reads a live capture in a daemon thread, keeping only the newest frame (index, seconds since
+    the first frame, BGR array); counts every frame read in video.frames_read. The thread releases
+    the capture when the source ends or `stop` is called (a read in progress first returns)."""
+
+    def __init__(self, capture: Any, video: VideoResult) -> None:
+        self.capture, self.video = capture, video
+        self.frame: tuple[int, float, np.ndarray] | None = None
+        self.start: float | None = None
+        self.ended = False
+        self.changed = threading.Condition()
+        self.thread = threading.Thread(target=self._read, name="poster-fast-live", daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            while not self.ended:
+                ok, bgr = self.capture.read()
+                if not ok:
+                    break
+                with self.changed:
+                    now = time.monotonic()
+                    self.start = now if self.start is None else self.start
+                    self.frame = (self.video.frames_read, now - self.start, bgr)
+                    self.video.frames_read += 1
+                    self.changed.notify_all()
+        finally:
+            self.capture.release()
+            with self.changed:
+                self.ended = True
+                self.changed.notify_all()
+
+    def seconds(self) -> float | None:
+        return None if self.start is None else time.monotonic() - self.start
+
+    def newest(self, after: int) -> tuple[int, float, np.ndarray] | None:
+        """The newest frame whose index is above `after`, waiting for it; None once the source has
+        ended without one."""
+        with self.changed:
+            while self.frame is None or self.frame[0] <= after:
+                if self.ended:
+                    return None
+                self.changed.wait(timeout=0.1)
+            frame, self.frame = self.frame, None
+            return frame
+
+    def stop(self) -> None:
+        with self.changed:
+            self.ended = True
+        self.thread.join(timeout=1)

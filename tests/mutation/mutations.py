@@ -66,7 +66,7 @@ MUTATIONS = (
              (("if not torch.equal(kept[key], expected[key]):", "if False:"),),
              CHECKPOINTS, "a checkpoint's relative-position index no longer compared to the model's"),
     # --- faces ---
-    Mutation("crop-margin-formula", "poster_fast/faces.py",
+    Mutation("crop-margin-formula", "poster_fast/faces/align.py",
              (("side = max(box.w, box.h) * (1 + 2 * margin)", "side = max(box.w, box.h) * (1 + margin)"),),
              FACES, "the margin added once instead of on each side"),
     Mutation("crop-margin-default", "poster_fast/commands/predict.py",
