@@ -18,7 +18,7 @@ MODES = ("inference", "train")
 
 def optimize(model: "POSTERV2", mode: str = "inference", dtype: "torch.dtype | None" = None,
              channels_last: bool = True, attn_backend: str = "auto", compile: bool = False,
-             cuda_graphs: bool = False) -> "nn.Module":
+             cuda_graphs: bool = False, onednn: bool = True) -> "nn.Module":
     """A faster copy of `model` computing the same function within `dtype`'s tolerance.
 
     Both modes: 1x1 max-pool shortcuts as strided slices, channels-last activations, SDPA in
@@ -30,7 +30,12 @@ def optimize(model: "POSTERV2", mode: str = "inference", dtype: "torch.dtype | N
     runs under autocast to `dtype`; `.model.state_dict()` is the plain model's. `compile` wraps
     the result in torch.compile(fullgraph=True), on the CPU in inference mode with Inductor's
     freezing (weights become constants, prepacked for oneDNN); `cuda_graphs` (CUDA only, implies
-    compile) uses mode="reduce-overhead". The original model is left as it was.
+    compile) uses mode="reduce-overhead". On the CPU, mode "inference" also runs the convolutions
+    and linear layers through oneDNN with packed weights (`onednn`; rewrites.use_onednn: residual
+    adds fused into the convolutions, the MLPs' GELU into their first layer, linear layers through
+    oneDNN only where it is measured faster than ATen's BLAS), in fp32 and, where oneDNN has it,
+    bf16 (elsewhere ATen's layers run; `.layers` of the result says which run, and why). The
+    original model is left as it was.
 
     Args:
         model: a POSTERV2.
@@ -39,6 +44,7 @@ def optimize(model: "POSTERV2", mode: str = "inference", dtype: "torch.dtype | N
         channels_last: channels-last activations and weights.
         attn_backend: the W-MCSA backend of the copy (see poster_fast.ops.explain).
         compile, cuda_graphs: as above.
+        onednn: the oneDNN layers of CPU inference (False: ATen's, as in training).
 
     Returns:
         The faster module: (B, 3, H, W) images -> (B, num_classes) float32 logits.
@@ -46,7 +52,7 @@ def optimize(model: "POSTERV2", mode: str = "inference", dtype: "torch.dtype | N
     import torch
 
     from .model import POSTERV2
-    from .rewrites import OptimizedPOSTER, fold_batchnorm, speed_up_in_place
+    from .rewrites import OptimizedPOSTER, fold_batchnorm, speed_up_in_place, use_onednn
 
     dtype = torch.float32 if dtype is None else dtype
     if mode not in MODES:
@@ -64,7 +70,10 @@ def optimize(model: "POSTERV2", mode: str = "inference", dtype: "torch.dtype | N
     if inference:
         fold_batchnorm(fast.eval()).requires_grad_(False).to(dtype)
     speed_up_in_place(fast, channels_last)  # after folding: the folded weights go channels-last too
-    wrapped: nn.Module = OptimizedPOSTER(fast, dtype, channels_last, autocast=not inference)
+    layers = "ATen layers"
+    if inference and device.type == "cpu":
+        layers = use_onednn(fast, dtype) if onednn else "ATen layers: optimize(onednn=False)"
+    wrapped: nn.Module = OptimizedPOSTER(fast, dtype, channels_last, autocast=not inference, layers=layers)
     if cuda_graphs:
         return torch.compile(wrapped, fullgraph=True, mode="reduce-overhead")
     if compile:

@@ -3,17 +3,21 @@
 Kept-tensor rewrites (a model being trained sees the same parameters and buffers): 1x1 max-pool
 shortcuts as strided slices, PyTorch's fused attention (SDPA) in the ViT, channels-last weights.
 Inference only: BatchNorm folded into the convolution that feeds it, weights held in the
-inference dtype (`OptimizedPOSTER` casts the input once).
+inference dtype (`OptimizedPOSTER` casts the input once) and, on the CPU, convolutions and linear
+layers through oneDNN with packed weights (`use_onednn`: residual adds and the MLPs' GELU fused
+into the layer before them).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from . import onednn
 from .model import POSTERV2
+from .model.cross_fusion import Mlp
 from .model.fusion_vit import Attention
 from .model.ir50 import BottleneckIR
-from .model.mobilefacenet import ConvBlock, LinearBlock
+from .model.mobilefacenet import ConvBlock, DepthWise, LinearBlock
 
 # Blocks whose forward computes bn(conv(x)) from these two children (MobileFaceNet's).
 CONV_BN_BLOCKS: dict[type[nn.Module], tuple[str, str]] = {
@@ -97,14 +101,17 @@ def subsample_shortcuts(module: nn.Module) -> nn.Module:
 class OptimizedPOSTER(nn.Module):
     """Runs the rewritten model in `dtype`, on channels-last inputs if asked: with its weights
     held in `dtype` (inference: the input is cast once, the logits return in float32), or with
-    float32 weights under autocast to `dtype` (`autocast`, training)."""
+    float32 weights under autocast to `dtype` (`autocast`, training). `layers` says which
+    library runs its convolutions and linear layers, and why (`use_onednn`)."""
 
-    def __init__(self, model: POSTERV2, dtype: torch.dtype, channels_last: bool, autocast: bool) -> None:
+    def __init__(self, model: POSTERV2, dtype: torch.dtype, channels_last: bool, autocast: bool,
+                 layers: str = "ATen layers") -> None:
         super().__init__()
         self.model = model
         self.dtype = dtype
         self.channels_last = channels_last
         self.autocast = autocast
+        self.layers = layers
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         layout = torch.channels_last if self.channels_last else torch.preserve_format
@@ -125,3 +132,65 @@ def speed_up_in_place(model: POSTERV2, channels_last: bool = True) -> POSTERV2:
     if channels_last:
         model.to(memory_format=torch.channels_last)
     return model
+
+
+class FusedAddIR(nn.Module):
+    """A BottleneckIR (same children) whose residual branch's last convolution adds the
+    shortcut in its own kernel; what follows it in `res_layer` is Identity (a folded BN)."""
+
+    def __init__(self, block: BottleneckIR) -> None:
+        super().__init__()
+        self.shortcut_layer, self.res_layer = block.shortcut_layer, block.res_layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        *body, last = [m for m in self.res_layer if not isinstance(m, nn.Identity)]
+        y = x
+        for module in body:
+            y = module(y)
+        return last(y, add=self.shortcut_layer(x))
+
+
+class FusedAddDepthWise(nn.Module):
+    """A residual MobileFaceNet DepthWise (same children) whose projection adds its input in the
+    convolution's kernel (the projection's BN is folded: Identity)."""
+
+    def __init__(self, block: DepthWise) -> None:
+        super().__init__()
+        self.conv, self.conv_dw, self.project, self.residual = block.conv, block.conv_dw, block.project, True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project.conv(self.conv_dw(self.conv(x)), add=x)
+
+
+def _fuses_add(block: nn.Module) -> bool:
+    """Whether `block` ends in a folded conv (a conv followed only by Identity) that can take its residual."""
+    if isinstance(block, BottleneckIR):
+        tail = [m for m in block.res_layer if not isinstance(m, nn.Identity)][-1]
+        return isinstance(tail, nn.Conv2d)
+    return isinstance(block, DepthWise) and block.residual and isinstance(block.project.bn, nn.Identity)
+
+
+def use_onednn(model: nn.Module, dtype: torch.dtype) -> str:
+    """CPU inference on folded weights, in place: every Conv2d through oneDNN with a packed weight,
+    residual adds fused into the convolution before them (IR units, MobileFaceNet's residual
+    blocks), and every Linear through oneDNN (GELU fused into the MLPs' first layer) where
+    `onednn.linear_path(dtype)` finds it faster. Nothing changes where oneDNN lacks `dtype`.
+    State-dict keys and values stay as they were. Returns which layers run, and why."""
+    ok, why = onednn.support(dtype)
+    if not ok:
+        return f"ATen layers: {why}"
+    fused = {FusedAddIR: BottleneckIR, FusedAddDepthWise: DepthWise}
+    for name, block in list(model.named_modules()):
+        for new, old in fused.items():
+            if type(block) is old and _fuses_add(block):
+                _replace(model, name, new(block))
+    linear = onednn.linear_path(dtype)
+    if linear == "onednn":
+        for mlp in [m for m in model.modules() if isinstance(m, Mlp)]:
+            if isinstance(mlp.act, nn.GELU) and mlp.act.approximate == "none":
+                mlp.fc1, mlp.act = onednn.OneDNNLinear(mlp.fc1, gelu=True), nn.Identity()
+        for name, layer in [(n, m) for n, m in model.named_modules() if type(m) is nn.Linear]:
+            _replace(model, name, onednn.OneDNNLinear(layer))
+    for name, conv in [(n, m) for n, m in model.named_modules() if type(m) is nn.Conv2d]:
+        _replace(model, name, onednn.OneDNNConv2d(conv))
+    return f"oneDNN convolutions (packed weights, fused residual adds), linear layers through {linear}"

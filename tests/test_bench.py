@@ -43,7 +43,7 @@ def quick_run(tmp_path_factory):
 
 def test_quick_runs_end_to_end(quick_run):
     assert quick_run["schema"] == config.SCHEMA and quick_run["complete"] is True and quick_run["cut"] is None
-    assert set(quick_run) == {"schema", "complete", "cut", "meta", "budget", "ops", "model"}
+    assert set(quick_run) == {"schema", "complete", "cut", "meta", "budget", "ops", "model", "roofline", "profile"}
     assert META_KEYS <= set(quick_run["meta"]) and quick_run["meta"]["quick"] is True
     assert quick_run["meta"]["command"].startswith("poster-fast bench --quick --json ")
 
@@ -79,6 +79,23 @@ def test_quick_model_rows(quick_run):
     assert [r["backend"] for r in model_["rows"]][0] == "reference"
     for row in model_["rows"]:
         assert MODEL_ROW_KEYS <= set(row) and row["status"] == "ok"
+
+
+def test_quick_roofline_and_profile(quick_run):
+    """One row per dtype this CPU computes natively (fp32, and bf16 where native), each measured."""
+    from poster_fast.benchmarking.roofline import roofline_dtypes
+
+    dtypes = roofline_dtypes(torch.device("cpu"), None)
+    roof, prof = quick_run["roofline"], quick_run["profile"]
+    assert [r["dtype"] for r in roof["rows"]] == [r["dtype"] for r in prof["rows"]] == dtypes
+    for row in roof["rows"]:
+        assert row["status"] == "ok" and row["fraction"] == pytest.approx(row["model_gflop_s"] / row["conv_gflop_s"])
+        assert row["model_gflop_s"] == pytest.approx(roof["flops_per_image"] / row["model_ms_per_image"] / 1e6)
+        assert row["latency_b1_ms"] > 0 and row["linear_path"] in ("aten", "onednn")
+    for row in prof["rows"]:
+        classes = {c["op_class"]: c for c in row["classes"]}
+        assert row["status"] == "ok" and {"convolution", "linear", "attention"} <= set(classes)
+        assert sum(c["share"] for c in row["classes"]) == pytest.approx(1.0)
 
 
 def test_budget_in_json(quick_run):
@@ -254,6 +271,7 @@ def test_backends_come_from_the_registry(monkeypatch):
     (["--levels", "4"], "expected a comma-separated list from 1, 2, 3"),
     (["--dtypes", "fp8"], "expected a comma-separated list from fp32, bf16, fp16"),
     (["--time-limit", "0"], "expected seconds >= 1, got '0'"),
+    (["--clock", "tsc"], "argument --clock: invalid choice: 'tsc'"),
 ])
 def test_clear_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:

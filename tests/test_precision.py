@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from poster_fast import POSTERV2
+from poster_fast import POSTERV2, onednn
 from poster_fast import device as hw
 from poster_fast.benchmarking.precision import UNIT_ROUNDOFF, calibrated_model, precision_errors, sample_inputs
 from poster_fast.commands.cli import main
@@ -24,6 +24,7 @@ from poster_fast.training import steps
 SAPPHIRE_RAPIDS = hw.Hardware("cpu", "Intel Xeon Platinum 8480+", frozenset({"amx_bf16", "avx512_bf16"}))
 ZEN4 = hw.Hardware("cpu", "AMD EPYC 9654", frozenset({"avx512_bf16"}))
 AVX2_ONLY = hw.Hardware("cpu", "AMD EPYC (AVX2 guest)")
+AVX512_NO_BF16 = hw.Hardware("cpu", "Intel Xeon Gold 6148")  # Skylake: AVX-512, no AVX512-BF16
 H100 = hw.Hardware("cuda", "NVIDIA H100 80GB HBM3", cuda_capability=(9, 0))
 A100 = hw.Hardware("cuda", "NVIDIA A100-SXM4-80GB", cuda_capability=(8, 0))
 T4 = hw.Hardware("cuda", "Tesla T4", cuda_capability=(7, 5))
@@ -31,7 +32,7 @@ MPS = hw.Hardware("mps", "mps")
 
 
 @pytest.mark.parametrize("facts, expected", [
-    (SAPPHIRE_RAPIDS, "bf16"), (ZEN4, "bf16"), (AVX2_ONLY, "fp32"),
+    (SAPPHIRE_RAPIDS, "bf16"), (ZEN4, "bf16"), (AVX2_ONLY, "fp32"), (AVX512_NO_BF16, "fp32"),
     (H100, "bf16"), (A100, "bf16"), (T4, "fp32"), (MPS, "fp32"),
 ])
 def test_auto_picks_bf16_only_where_native(facts, expected):
@@ -114,6 +115,9 @@ def test_auto_here_and_train_mode():
     facts = hw.hardware("cpu")
     assert chosen == hw.choose_precision("auto", facts)
     assert param_dtypes(fast.model) == {chosen.dtype}
+    # oneDNN's layers in the precision chosen where oneDNN has it, else ATen's, saying why.
+    runs, why = onednn.support(chosen.dtype)
+    assert fast.layers.startswith("oneDNN convolutions") if runs else fast.layers == f"ATen layers: {why}"
     # Training keeps float32 master weights and autocasts.
     from poster_fast import optimize
 

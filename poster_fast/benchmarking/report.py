@@ -82,3 +82,42 @@ def format_model(rows: list[Row], notes: list[str], fast_why: str) -> str:
     status = _notes(rows, lambda r: r["dtype"])
     return "\n".join([head, table(headers, body)] + (["not timed, or not fully:"] + status if status else [])
                      + [f"note: {n}" for n in notes])
+
+
+def _dtype_notes(rows: list[Row]) -> list[str]:
+    """One line per row of a per-dtype section that is not a plain "ok"."""
+    return [f"  {r['dtype']} {r['status']}: {r['reason']}" for r in rows if r["status"] != "ok" or r["reason"]]
+
+
+def format_roofline(section: dict[str, Any]) -> str:
+    headers = ["dtype", "conv GFLOP/s", "path", "matmul GFLOP/s", "linear", "model GFLOP/s", "fraction",
+               "ms/img", "b1 ms"]
+    body = [[r["dtype"], cell(r, "conv_gflop_s", ".0f"), r.get("conv_path", "-"), cell(r, "matmul_gflop_s", ".0f"),
+             r.get("linear_path", "-"), cell(r, "model_gflop_s", ".0f"), cell(r, "fraction", ".2f"),
+             cell(r, "model_ms_per_image", ".1f"), cell(r, "latency_b1_ms", ".1f")] for r in section["rows"]]
+    cases = ", ".join(f"{c}ch {s}x{s}" for c, s in section["conv_cases"])
+    batch = section["rows"][0]["batch"] if section["rows"] else 0
+    head = (f"Roofline, measured in this run ({section['clock']} clock, medians of {section['rounds']} interleaved "
+            f"rounds): 3x3 convolutions ({cases}; channels-last, batch {section['conv_batch']}; the faster "
+            f"path), a {section['matmul_size']}^3 matmul; predict's model at batch {batch}: "
+            f"{section['flops_per_image'] / 1e9:.2f} GFLOP per image (FlopCounterMode); "
+            "fraction = model GFLOP/s / conv GFLOP/s")
+    notes = _dtype_notes(section["rows"])
+    if not section["rows"]:
+        notes = ["  none of the dtypes asked for is computed natively here"]
+    layers = [f"  {r['dtype']}: {r['layers']}" for r in section["rows"] if r.get("layers")]
+    return "\n".join([head, table(headers, body)] + (["model layers:"] + layers if layers else [])
+                      + (["not measured, or not fully:"] + notes if notes else []))
+
+
+def format_profile(section: dict[str, Any]) -> str:
+    parts = []
+    for r in [r for r in section["rows"] if r.get("classes")]:
+        classes = r["classes"]
+        body = [[c["op_class"], cell(c, "ms", ".1f"), f"{100 * c['share']:.1f}%", cell(c, "gflop", ".2f"),
+                 cell(c, "gflop_s", ".0f"), str(c["calls"])] for c in classes]
+        parts.append(f"Profile of predict's model, {r['dtype']}, batch {r['batch']} ({section['clock']} clock, "
+                     f"medians of {section['rounds']} forwards; each op timed as it runs)\n"
+                     + table(["op class", "ms", "share", "GFLOP", "GFLOP/s", "calls"], body))
+    notes = _dtype_notes(section["rows"])
+    return "\n\n".join(parts + (["not measured, or not fully:\n" + "\n".join(notes)] if notes else []))

@@ -1,8 +1,10 @@
 """One bench run: the selected sections in a fixed order, the JSON rewritten after every row.
 
 Order: budget; op rows of the fused backends (in ops.BACKENDS order), then the reference and
-sdpa_mask baselines, per dtype and level; the model rows; FlexAttention's op rows last (its
-compiles are slow). Rows are planned up front as "pending"; a row not started when the soft
+sdpa_mask baselines, per dtype and level; the model rows; the roofline rows (the machine's
+convolution and matmul rates and the model's fraction of them, per natively computed dtype) and
+the profile rows (the model's time per op class); FlexAttention's op rows last (its compiles are
+slow). Rows are planned up front as "pending"; a row not started when the soft
 time limit has passed is recorded as "cut", and an interrupt (SIGINT) marks the running row
 and the rest "cut", prints the tables so far and stops: a cut run keeps every finished row.
 """
@@ -16,12 +18,12 @@ from typing import Any, Callable
 
 import torch
 
-from . import model, op
+from . import model, op, profile, roofline
 from ..device import choose_precision, hardware
 from ..files import write_json
 from .cards import card_for
 from .config import MODEL_SECTIONS, SCHEMA, Config
-from .report import format_model, format_ops
+from .report import format_model, format_ops, format_profile, format_roofline
 from .timing import Deadline, Progress
 
 OP_FLOORS = {
@@ -72,7 +74,7 @@ def run(cfg: Config, command: str = "poster-fast bench", json_path: Path | None 
 class _Run:
     def __init__(self, cfg: Config, command: str, json_path: Path | None, progress: Progress) -> None:
         cuda = cfg.device.type == "cuda"
-        device_name = torch.cuda.get_device_name(cfg.device) if cuda else (platform.processor() or "cpu")
+        device_name = torch.cuda.get_device_name(cfg.device) if cuda else hardware(cfg.device).name
         card = card_for(device_name) if cuda else None
         self.cfg, self.card, self.json_path, self.progress = cfg, card, json_path, progress
         self.deadline = Deadline(cfg.time_limit)
@@ -81,7 +83,7 @@ class _Run:
         self.result: dict[str, Any] = {
             "schema": SCHEMA, "complete": False, "cut": None,
             "meta": meta(cfg, command, device_name, card.as_dict() if card else None),
-            "budget": None, "ops": self.first + self.last, "model": None}
+            "budget": None, "ops": self.first + self.last, "model": None, "roofline": None, "profile": None}
         if json_path:
             json_path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -102,6 +104,8 @@ class _Run:
             ("budget", self.budget, self.budget_table),
             ("ops", lambda: self.ops(self.first), lambda: self.ops_table(self.first, "W-MCSA op")),
             ("model", self.model, self.model_table),
+            ("roofline", self.roofline, self.roofline_table),
+            ("profile", self.profile_, self.profile_table),
             ("ops, timed last", lambda: self.ops(self.last),
              lambda: self.ops_table(self.last, "W-MCSA op, timed last (slow compiles)")),
         ]
@@ -114,7 +118,7 @@ class _Run:
                     self.show(rest)
                 break
             self.show(show)
-        rows = self.result["ops"] + ((self.result["model"] or {}).get("rows") or [])
+        rows = self.rows()
         if self.result["cut"] is None and any(r["status"] == "cut" for r in rows):
             self.result["cut"] = self.deadline.reason
         self.result["complete"] = self.result["cut"] is None
@@ -122,6 +126,11 @@ class _Run:
         self.progress("done" + (f"; JSON in {self.json_path}" if self.json_path else "")
                       + (f"; cut: {self.result['cut']}" if self.result["cut"] else ""))
         return self.result
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every planned row of every section."""
+        sections = [self.result[name] or {} for name in ("model", "roofline", "profile")]
+        return self.result["ops"] + [row for section in sections for row in section.get("rows") or []]
 
     @staticmethod
     def show(text_of: Callable[[], str | None]) -> None:
@@ -131,8 +140,7 @@ class _Run:
 
     def interrupted(self) -> None:
         self.result["cut"] = "interrupted (SIGINT)"
-        rows = self.result["ops"] + ((self.result["model"] or {}).get("rows") or [])
-        for row in rows:
+        for row in self.rows():
             if row["status"] in ("pending", "running"):
                 row.update(status="cut", reason="not run: interrupted")
         self.save()
@@ -180,3 +188,61 @@ class _Run:
         if not m:
             return None
         return format_model(m["rows"], m["notes"], f"{m['fast_backend']} ({m['fast_backend_rule']})")
+
+    def _dtypes(self) -> list[str]:
+        return ["fp32"] if self.cfg.roofline_dtypes is None else self.cfg.roofline_dtypes
+
+    def _measure(self, rows: list[dict[str, Any]], what: str, measure: Callable[[dict[str, Any]], None]) -> None:
+        """Run measure(row) on each row in turn, recording ok, error or cut, saving after each."""
+        for row in rows:
+            if self.deadline.passed():
+                row.update(status="cut", reason=self.deadline.reason)
+                continue
+            self.progress(f"{what} {row['dtype']}")
+            row["status"] = "running"
+            try:
+                measure(row)
+                row["status"] = "ok"
+            except KeyboardInterrupt:
+                row.update(status="cut", reason="interrupted")
+                raise
+            except Exception as exc:
+                row.update(status="error", reason=f"{type(exc).__name__}: {exc}".splitlines()[0][:300])
+            self.save()
+
+    def roofline(self) -> None:
+        if "roofline" not in self.cfg.sections:
+            return
+        cfg = self.cfg
+        self.progress("roofline: the model's FLOPs (FlopCounterMode, one image)")
+        per_image = roofline.model_flops()
+        rows = [{"dtype": d, "batch": cfg.batch, "status": "pending", "reason": ""} for d in self._dtypes()]
+        self.result["roofline"] = {
+            "flops_per_image": per_image, "conv_cases": [list(c) for c in roofline.CONV_CASES],
+            "conv_batch": roofline.CONV_BATCH, "matmul_size": roofline.MATMUL_SIZE, "clock": cfg.clock,
+            "rounds": cfg.model_iters, "rows": rows}
+        self.save()
+        self._measure(rows, "roofline", lambda row: row.update(roofline.measure(
+            row["dtype"], cfg.batch, cfg.device, cfg.model_warmup, cfg.model_iters, per_image, cfg.clock)))
+
+    def roofline_table(self) -> str | None:
+        r = self.result["roofline"]
+        return format_roofline(r) if r else None
+
+    def profile_(self) -> None:
+        if "profile" not in self.cfg.sections:
+            return
+        cfg = self.cfg
+        rows = [{"dtype": d, "batch": cfg.batch, "status": "pending", "reason": ""} for d in self._dtypes()]
+        self.result["profile"] = {"clock": cfg.clock, "rounds": cfg.model_iters, "rows": rows}
+        self.save()
+        if cfg.device.type != "cpu":
+            for row in rows:
+                row.update(status="skipped", reason="CPU only (CUDA ops run asynchronously)")
+            return
+        self._measure(rows, "profile", lambda row: row.update(classes=profile.profile_model(
+            row["dtype"], cfg.batch, cfg.device, cfg.model_warmup, cfg.model_iters, roofline.CLOCKS[cfg.clock])))
+
+    def profile_table(self) -> str | None:
+        p = self.result["profile"]
+        return format_profile(p) if p else None

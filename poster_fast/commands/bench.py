@@ -16,13 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..benchmarking.config import BASELINES, DTYPE_NAMES, LEVELS, SECTIONS, Config
+from ..benchmarking.config import BASELINES, CLOCKS, DTYPE_NAMES, LEVELS, SECTIONS, Config
 from ..errors import UsageError
 from ..files import check_output_file
 
-HELP = "time the W-MCSA backends and the model against the reference"
-DESCRIPTION = ("Budget, W-MCSA op and model tables (GPU if present, else CPU; random weights). "
-               "The JSON is rewritten after every row.")
+HELP = "time the W-MCSA backends and the model against the reference and the machine's roofline"
+DESCRIPTION = ("Budget, W-MCSA op, model, roofline and profile tables (GPU if present, else CPU; random "
+               "weights). The JSON is rewritten after every row.")
 INTERRUPTED = 130  # exit status when SIGINT cut the run (its tables and JSON are still written)
 
 
@@ -64,7 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model batch (default: --batch, or 2 on CPU, 1 with --quick)")
     parser.add_argument("--dtypes", type=_csv(str, DTYPE_NAMES),
                         help="op dtypes and model precisions, e.g. fp32,bf16 (default fp32,bf16 on CUDA, fp32 on "
-                             "CPU); the plain fp32 model is always timed as the model rows' baseline")
+                             "CPU); the plain fp32 model is always timed as the model rows' baseline; the roofline "
+                             "and profile sections take those the device computes natively (default: fp32, and "
+                             "bf16 where native)")
     parser.add_argument("--levels", type=_csv(int, tuple(LEVELS)), help="POSTER levels 1,2,3 (default all)")
     parser.add_argument("--backends", type=_csv(str),
                         help="op backends to time (default: all that run well here): the registered ones "
@@ -81,6 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda if available")
     parser.add_argument("--time-limit", type=_at_least(float, 1, "seconds"), metavar="SECONDS",
                         help="start no row after this many seconds; the rows left are recorded as cut")
+    parser.add_argument("--clock", choices=CLOCKS,
+                        help="how the roofline and profile sections time: the wall clock (default) or this "
+                             "process's CPU time (steadier on a shared machine with --threads 1)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON (after every row)")
 
 
@@ -120,6 +125,7 @@ def resolve(args: argparse.Namespace) -> Config | str:
     import torch
 
     from ..benchmarking.op import known_backends
+    from ..benchmarking.roofline import roofline_dtypes
 
     known = known_backends()
     unknown = [b for b in args.backends or [] if b not in known]
@@ -148,14 +154,15 @@ def resolve(args: argparse.Namespace) -> Config | str:
         sections=args.sections or list(SECTIONS), quick=quick, model_backend=args.model_backend,
         # A shared 2-core box: one thread avoids OpenMP oversubscription (5x faster when busy).
         threads=args.threads or (1 if quick and not cuda else torch.get_num_threads()),
-        time_limit=args.time_limit)
+        time_limit=args.time_limit, roofline_dtypes=roofline_dtypes(device, args.dtypes),
+        clock=args.clock or "wall")
 
 
 def command_line(args: argparse.Namespace) -> str:
     """The command, rebuilt from the parsed options (what RESULTS.md records)."""
     parts = ["poster-fast bench"] + (["--quick"] if args.quick else [])
     for name in ("batch", "model_batch", "dtypes", "levels", "backends", "model_backend", "sections", "warmup",
-                 "iters", "threads", "device", "time_limit", "json"):
+                 "iters", "threads", "device", "time_limit", "clock", "json"):
         value = getattr(args, name)
         if value is not None:
             if isinstance(value, list):
