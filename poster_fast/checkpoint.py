@@ -10,7 +10,8 @@ leaves behind (THOP_KEY).
 
 Ours (best.pt, last.pt) are dicts that `torch.load(weights_only=True)` reads: "state_dict"
 (no "module." prefixes) with the metadata MODEL_META and the run's record RUN; the training
-state (last.pt) adds TRAINING_STATE, what `--resume` needs. A run record is plain JSON
+state (last.pt) adds TRAINING_STATE, what `--resume` needs, and for a state saved within an
+epoch MID_EPOCH_STATE, what continues it at the next step. A run record is plain JSON
 (RECORD_ENTRIES; training/record.py builds it, check_record checks it).
 """
 from __future__ import annotations
@@ -208,13 +209,19 @@ def non_finite(state: Mapping[str, torch.Tensor]) -> list[str]:
 
 MODEL_META = ("num_classes", "dataset", "classes", "epoch", "best_acc")
 TRAINING_STATE = ("best_epoch", "optimizer", "scheduler")
+# "epoch" is the last finished epoch; a state saved within the next one adds the optimiser steps
+# done in it, the images its order has dealt (all ranks), and per rank (a list in rank order)
+# {"rng": training.rng.rng_state(), "stats": float64 [loss sum, correct, seen] of the epoch so far}.
+# Files without them (written at an epoch's end, or before they existed) are at step 0.
+MID_EPOCH_STATE = ("step", "samples", "ranks")
 RUN = "run"  # the run's record (RECORD_ENTRIES below), optional: older files lack it
 # The type of each entry of our files; "options" (the run's TrainOptions, for --resume) and
 # "run" are optional: files written before they were recorded lack them.
 ENTRY_TYPES: dict[str, type | tuple[type, ...]] = {
     "state_dict": Mapping, "num_classes": int, "dataset": str, "classes": (list, tuple), "epoch": int,
     "best_acc": (int, float), "best_epoch": int, "optimizer": Mapping, "scheduler": Mapping,
-    "options": (Mapping, type(None)), RUN: (Mapping, type(None))}
+    "options": (Mapping, type(None)), RUN: (Mapping, type(None)), "step": int, "samples": int,
+    "ranks": (list, type(None))}
 
 
 class _RecordingFile(io.FileIO):
@@ -263,12 +270,14 @@ def save_model(path: Path, model: nn.Module, *, dataset: str, classes: list[str]
 def save_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                         scheduler: Any, *, dataset: str, classes: list[str], epoch: int,
                         best_acc: float, best_epoch: int, options: Mapping[str, Any] | None = None,
-                        run: Mapping[str, Any] | None = None) -> None:
+                        run: Mapping[str, Any] | None = None, step: int = 0, samples: int = 0,
+                        ranks: list[Any] | None = None) -> None:
     """The model, its metadata, the optimiser and schedule state, the run's options (last.pt),
-    for --resume, and the run's record."""
+    for --resume, and the run's record; within an epoch, MID_EPOCH_STATE too."""
     _save_atomic({**_model_entries(model, dataset, classes, epoch, best_acc, run), "best_epoch": best_epoch,
                   "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                  "options": dict(options) if options is not None else None}, path)
+                  "options": dict(options) if options is not None else None,
+                  **({"step": step, "samples": samples, "ranks": ranks} if step else {})}, path)
 
 
 def check_entries(obj: Mapping[str, Any], path: Any, names: tuple[str, ...]) -> None:
@@ -323,11 +332,16 @@ def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- the run record
 
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2
 # The entries every record holds, with their types (check_record).
 RECORD_ENTRIES: dict[str, type | tuple[type, ...]] = {
     "format": int, "options": dict, "seed": int, "versions": dict, "device": dict, "data": dict,
-    "resumes": list}
+    "resumes": list, "launch": dict}
+# Entries that records of an older format lack: name -> the format that added it. "launch": the
+# session that wrote the file (world size, nodes, accumulation, global batch, SyncBatchNorm,
+# torchrun's restart count, start time); format 2 also adds to each resume its step, time,
+# torchrun restart count and world size.
+RECORD_ADDED = {"launch": 2}
 
 
 def check_record(record: Any) -> None:
@@ -336,6 +350,9 @@ def check_record(record: Any) -> None:
     if not isinstance(record, Mapping):
         raise ValueError(f"expected a dict, found {type(record).__name__}")
     for name, kind in RECORD_ENTRIES.items():
+        if name not in record and isinstance(record.get("format"), int) \
+                and record["format"] < RECORD_ADDED.get(name, 1):
+            continue
         if name not in record:
             raise ValueError(f"the entry {name!r} is missing")
         if not isinstance(record[name], kind) or isinstance(record[name], bool):
@@ -377,8 +394,18 @@ def describe_record(record: Mapping[str, Any] | None) -> list[str]:
         f"({dev.get('name')}), world size {dev.get('world_size')}",
         f"run data: {data.get('root')}: " + "; ".join(
             f"{name} {_counts(split)}" for name, split in (data.get("splits") or {}).items())]
+    launch = record.get("launch")
+    if launch:
+        lines.append(
+            f"run launch: world size {launch.get('world_size')} on {launch.get('nodes')} node(s), global batch "
+            f"{launch.get('global_batch')} = {launch.get('world_size')} processes x {launch.get('accum_steps')} "
+            f"accumulation steps x {launch.get('batch_per_process')} images, SyncBatchNorm "
+            f"{'on' if launch.get('sync_bn') else 'off'}, started {launch.get('started')}"
+            + (f" (torchrun restart {launch['restart']})" if launch.get("restart") else ""))
     for r in record["resumes"]:
         changes = "; ".join(f"--{k.replace('_', '-')} {now} (was {was})" for k, (was, now) in r["changes"].items())
-        lines.append(f"run resumed from {r.get('from')} after epoch {r.get('after_epoch')}"
-                     + (f": {changes}" if changes else ""))
+        where = f"after epoch {r.get('after_epoch')}" + (f", step {r['step']}" if r.get("step") else "")
+        when = (f" at {r['at']}" if r.get("at") else "") + \
+            (f" (torchrun restart {r['restart']})" if r.get("restart") else "")
+        lines.append(f"run resumed from {r.get('from')} {where}{when}" + (f": {changes}" if changes else ""))
     return lines

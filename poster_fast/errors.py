@@ -3,7 +3,8 @@
 Standard library only: the command line catches them without importing torch. UsageError,
 DataError and CheckpointError are found before the work starts (exit status 2); RunError stops
 work under way (exit status 3): training that diverged, an output that could not be written
-(OutputError).
+(OutputError); Stopped is training that stopped on SIGTERM after saving what continues it (exit
+status 75).
 """
 
 
@@ -34,3 +35,7 @@ class OutputError(RunError):
     def __init__(self, path: object, reason: str) -> None:
         super().__init__(f"cannot write {path}: {reason}")
         self.path, self.reason = path, reason
+
+
+class Stopped(RunError):
+    """Training stopped on request (SIGTERM) at a step boundary, after saving what continues it."""

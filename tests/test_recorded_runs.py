@@ -65,6 +65,10 @@ def test_a_run_records_its_options_seed_versions_and_data(data, run):
             ("rafdb", ["dark", "bright"], "valid", "auto", "auto", 0.05, 0.98, 1e-4, "auto", 1), name
         assert record["seed"] == 5 and record["resumes"] == []
         assert record["resolved"] == {"amp": AMP_HERE, "sampler": "shuffle", "batch_per_process": 4}
+        started = record["launch"].pop("started")
+        assert record["launch"] == {"world_size": 1, "nodes": 1, "accum_steps": 1, "batch_per_process": 4,
+                                    "global_batch": 4, "sync_bn": False, "restart": None}, name
+        record["launch"]["started"] = started
         assert record["versions"] == {
             "python": platform.python_version(), "torch": torch.__version__, "poster_fast": poster_fast.__version__,
             "cuda": torch.version.cuda,
@@ -87,8 +91,12 @@ def test_a_resumed_run_records_the_resume_and_the_options_it_applied(run):
     record = resumed["last.pt"]
     assert record == resumed["summary.json"]
     assert record["options"]["lr"] == 0.0005 and record["options"]["epochs"] == 2 and record["seed"] == 5
-    assert record["resumes"] == [{"from": str((out / "last.pt").resolve()), "after_epoch": 1,
+    at = [r.pop("at") for r in record["resumes"]]
+    assert record["resumes"] == [{"from": str((out / "last.pt").resolve()), "after_epoch": 1, "step": 0,
+                                  "restart": None, "world_size": 1,
                                   "changes": {"epochs": [1, 2], "lr": [0.0007, 0.0005]}}]
+    assert at[0] >= record["launch"]["started"] >= first["last.pt"]["launch"]["started"]  # ISO 8601, UTC
+    assert record["launch"] == {**first["last.pt"]["launch"], "started": record["launch"]["started"]}
     assert record["data"] == first["last.pt"]["data"] and record["versions"] == first["last.pt"]["versions"]
     best = torch.load(out / "best.pt", weights_only=True)
     assert resumed["best.pt"] == (record if best["epoch"] == 2 else first["best.pt"])
@@ -108,6 +116,10 @@ def test_evaluate_prints_the_record_and_writes_it(data, run, tmp_path, capsys):
     assert f"sampler auto (shuffle), amp auto ({AMP_HERE}), attn backend auto, seed 5" in err
     assert f"poster_fast {poster_fast.__version__}, torch {torch.__version__}, Python " in err
     assert f"CUDA {torch.version.cuda or 'none'}" in err and "world size 1" in err
+    assert "run launch: world size 1 on 1 node(s), global batch 4 = 1 processes x 1 accumulation steps x 4 " \
+           "images, SyncBatchNorm off, started 20" in err
+    for r in record["resumes"]:  # best.pt is the first session's or the resumed one's
+        assert f"run resumed from {r['from']} after epoch 1 at {r['at']}: --epochs 2 (was 1)" in err
     assert f"run data: {data.resolve()}: train 7 (dark 4, bright 3); valid 4 (dark 2, bright 2)" in err
     assert json.loads((tmp_path / "eval_valid.json").read_text())["run"] == record
 

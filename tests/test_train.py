@@ -163,7 +163,7 @@ def test_sam_step_matches_definition():
 
 def test_balanced_sampler_and_erasing():
     targets = [0] * 90 + [1] * 10
-    counts = np.bincount([targets[i] for i in BalancedSampler(targets, seed=1)], minlength=2)
+    counts = np.bincount([targets[draw.index] for draw in BalancedSampler(targets, seed=1)], minlength=2)
     assert 30 < counts[1] < 70  # ~50/50 despite a 9:1 imbalance
     shards = [list(BalancedSampler(targets, 2, r, seed=1)) for r in (0, 1)]
     assert len(shards[0]) == len(shards[1]) == 50
@@ -182,7 +182,7 @@ def test_ddp_torchrun_gloo(data, tmp_path):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("epoch 1:") == 1  # rank 0 logs, rank 1 does not
-    assert "(2 x 2)" in proc.stdout
+    assert "global batch 4 = 2 processes x 2 images (1 node)" in proc.stdout
     assert len(metrics(out)) == 1
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["ranks_in_sync"] is True
@@ -213,7 +213,7 @@ def test_divergence_stops_before_anything_is_saved(data, tmp_path, capsys):
 def test_a_non_finite_loss_stops_before_the_weights_change():
     from poster_fast.errors import NonFiniteError
     from poster_fast.training.distributed import Dist
-    from poster_fast.training.steps import Optimisation, train_epoch
+    from poster_fast.training.steps import Optimisation, train_steps
 
     net = torch.nn.Linear(3, 2)
     before = net.weight.detach().clone()
@@ -221,7 +221,8 @@ def test_a_non_finite_loss_stops_before_the_weights_change():
         opt = Optimisation.create(list(net.parameters()), name, 1e-2, 0.0, 0.05, 0.98)
         x = torch.tensor([[1.0, 2.0, float("nan")]])
         with pytest.raises(NonFiniteError, match="the loss is nan at epoch 1/1, step 1"):
-            train_epoch(net, [(x, torch.tensor([0]))], 1, opt, Dist(), False, "epoch 1/1")
+            list(train_steps(net, [(x, torch.tensor([0]))], range(1), 1, opt, Dist(), False,
+                             torch.zeros(3, dtype=torch.float64), "epoch 1/1"))
         assert torch.equal(net.weight, before)
 
 
@@ -260,6 +261,17 @@ def test_resume_refuses_what_cannot_continue_the_run(data, last_pt, tmp_path, ch
     assert main(args) == 2
     assert message in one_line_error(capsys.readouterr().err, "poster-fast train: error:")
     assert not (tmp_path / "o" / "metrics.csv").exists()
+
+
+def test_resume_within_an_epoch_refuses_another_batch_size(data, last_pt, tmp_path, capsys):
+    state = torch.load(last_pt, weights_only=True)
+    state.update(epoch=1, step=1, samples=4, ranks=None)
+    torch.save(state, tmp_path / "last.pt")
+    args = ["train", "--data", str(data), "--out", str(tmp_path / "o"), "--resume", str(tmp_path / "last.pt"),
+            "--epochs", "3", *TRAIN_ARGS]
+    assert main(args) == 2  # the run's batch is 144
+    assert "stopped within epoch 2, at step 1 of batches of 144: --batch-size can change at an epoch's end only" \
+        in one_line_error(capsys.readouterr().err, "poster-fast train: error:")
 
 
 def test_resume_options_keep_the_runs_values_unless_given_again():

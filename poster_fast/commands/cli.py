@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import NoReturn, Sequence
 
 from ..version import __version__
-from ..errors import CheckpointError, DataError, RunError, UsageError
+from ..errors import CheckpointError, DataError, RunError, Stopped, UsageError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 DESCRIPTION = "POSTER V2 facial expression recognition with fused W-MCSA kernels."
 USER_ERRORS = (UsageError, DataError, CheckpointError)
-USAGE_EXIT, FAILED_EXIT, INTERRUPTED_EXIT = 2, 3, 130
+USAGE_EXIT, FAILED_EXIT, REQUEUE_EXIT, INTERRUPTED_EXIT = 2, 3, 75, 130  # 75: sysexits' EX_TEMPFAIL
 # status -> (meaning, the commands that use it)
 EXIT_STATUS: dict[int, tuple[str, tuple[str, ...]]] = {
     0: ("done", tuple(COMMANDS)),
@@ -41,6 +41,8 @@ EXIT_STATUS: dict[int, tuple[str, tuple[str, ...]]] = {
     FAILED_EXIT: ("stopped part-way, said in one line: a non-finite training loss, an output that\n"
                   "       could not be written (the others were), or an ONNX file that failed its\n"
                   "       onnxruntime check (not written)", ("predict", "train", "evaluate", "bench", "export")),
+    REQUEUE_EXIT: ("stopped on SIGTERM at a step boundary after saving OUT/last.pt: run the same\n"
+                   "       command again (--resume auto) to continue", ("train",)),
     INTERRUPTED_EXIT: ("interrupted (Ctrl-C, SIGINT)", tuple(COMMANDS)),
 }
 
@@ -120,6 +122,9 @@ def run_command(name: str, module: ModuleType, args: argparse.Namespace) -> int:
     except USER_ERRORS as err:
         print(f"poster-fast {name}: error: {one_line(str(err))}", file=sys.stderr)
         return USAGE_EXIT
+    except Stopped as err:
+        print(f"poster-fast {name}: {one_line(str(err))}", file=sys.stderr)
+        return REQUEUE_EXIT
     except RunError as err:
         print(f"poster-fast {name}: error: {one_line(str(err))}", file=sys.stderr)
         return FAILED_EXIT

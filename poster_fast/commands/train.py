@@ -13,12 +13,15 @@ from ..training.rundir import check_run_folder
 from .options import (add_data_options, add_model_options, check_batch_memory, check_input_options,
                       check_model_options, dataset_tables, number)
 
-RESUME_NOTE = ("--resume continues OUT/last.pt (or the file given): options not given again keep the "
-               "run's values; given again with another value, --dataset, --optimizer and the class names "
-               "are refused, --epochs must exceed the epochs done, and the others (--lr, --gamma, "
-               "--weight-decay, --rho, --batch-size, --image-size, --sampler, --seed, --val-split, "
-               "--test-split) apply from the next epoch and are logged (a new --lr or --gamma continues "
-               "the schedule lr * gamma^epoch at the epoch reached); --ir50/--landmark are ignored.\n")
+RESUME_NOTE = ("--resume (or --resume auto) continues OUT/last.pt, or starts a new run when there is none (one "
+               "command for the first start and every restart); --resume FILE continues that file: "
+               "options not given again keep the run's values; given again with another value, --dataset, "
+               "--optimizer and the class names are refused, --epochs must exceed the epochs done (with auto, "
+               "may equal them), --batch-size may change at an epoch's end only, and the "
+               "others (--lr, --gamma, --weight-decay, --rho, --batch-size, --image-size, --sampler, --seed, "
+               "--val-split, --test-split, --sync-bn) apply from where the run continues and are logged (a new "
+               "--lr or --gamma continues the schedule lr * gamma^epoch at the epoch reached); --ir50/--landmark "
+               "are ignored. On SIGTERM, last.pt is saved at the next step boundary and the exit status is 75.\n")
 
 
 def recipe(name: str) -> str:
@@ -31,14 +34,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "Train with the paper's recipe: SAM(rho 0.05) around Adam, ExponentialLR(0.98) per epoch, "
         "200 epochs, batch 144, flip + RandomErasing.\nLayout: DATA/train/<class>/*.jpg, "
         "DATA/valid/<class>/*.jpg, class folders named by the official labels:\n" + dataset_tables() +
-        "\nSeveral GPUs: torchrun --nproc_per_node N -m poster_fast train ...\n" + RESUME_NOTE)
+        "\nSeveral GPUs: torchrun --nproc-per-node N -m poster_fast train ... (several nodes and restarts: "
+        "docs/training.md)\n" + RESUME_NOTE)
     p.add_argument("--dataset", required=True, choices=list(DATASETS), help="picks the recipe and class names")
     add_data_options(p, resumable=True)
     add_model_options(p)
     p.add_argument("--out", help="output folder (default: runs/<dataset>)")
     p.add_argument("--epochs", type=number(LIMITS["epochs"]), help="total epochs" + recipe("epochs"))
     p.add_argument("--batch-size", type=number(LIMITS["batch_size"]),
-                   help="global batch, split across processes" + recipe("batch_size"))
+                   help="global batch of each optimiser step, split across processes and --accum-steps" +
+                        recipe("batch_size"))
     p.add_argument("--lr", type=number(LIMITS["lr"]), help="learning rate at epoch 1 (default per dataset: " +
                    ", ".join(f"{k} {v.lr:g}" for k, v in DATASETS.items()) + "; --resume: the run's)")
     p.add_argument("--weight-decay", type=number(LIMITS["weight_decay"]),
@@ -58,8 +63,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                         "(default: test if DATA/test exists, else the val split)")
     p.add_argument("--ir50", help="the authors' pretrained ir50.pth")
     p.add_argument("--landmark", help="the authors' mobilefacenet_model_best.pth.tar")
-    p.add_argument("--resume", nargs="?", const="auto", metavar="LAST_PT",
-                   help="continue from OUT/last.pt (or the file given); see above for the options")
+    p.add_argument("--resume", nargs="?", const="auto", metavar="auto|LAST_PT",
+                   help="auto (also when no value is given): continue OUT/last.pt if it exists, else start a new "
+                        "run; or continue the file given; see above for the options")
+    p.add_argument("--save-every", type=number(LIMITS["save_every"]), metavar="STEPS",
+                   help="also save last.pt every STEPS optimiser steps within an epoch (default: at each epoch's "
+                        "end only; a restart redoes at most STEPS steps)")
+    p.add_argument("--accum-steps", type=number(LIMITS["accum_steps"]), metavar="K",
+                   help="gradient accumulation: each optimiser step runs K forward/backward passes of "
+                        "batch-size / (processes x K) images per process (default: 1)")
+    p.add_argument("--sync-bn", action="store_true", default=None,
+                   help="under torchrun, BatchNorm statistics of the global batch (the trainable layers; "
+                        "the frozen landmark net keeps its own)" + recipe("sync_bn"))
     p.add_argument("--max-steps", type=number(LIMITS["max_steps"]),
                    help="at most this many steps per epoch (smoke tests)")
     p.add_argument("--seed", type=number(LIMITS["seed"]), help="random seed" + recipe("seed"))

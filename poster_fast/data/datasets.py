@@ -6,17 +6,17 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from PIL import Image
 
 from ..errors import DataError
 from .images import IMAGE_EXTENSIONS, check_images, iter_images, load_image
+from .sampler import Draw
 
 
 class ImageFolder(torch.utils.data.Dataset):
     """`root/<class>/**/<image>` with classes in sorted folder order, like torchvision's."""
 
     def __init__(self, root: str | os.PathLike,
-                 transform: Callable[[Image.Image], torch.Tensor]) -> None:
+                 transform: Callable[..., torch.Tensor]) -> None:
         self.root = Path(root)
         self.transform = transform
         if not self.root.is_dir():
@@ -50,8 +50,13 @@ class ImageFolder(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        path, target = self.samples[i]
+    def __getitem__(self, key: int | Draw) -> tuple[torch.Tensor, int]:
+        """Image `key` transformed, and its class; for a Draw (training's samplers), the transform
+        draws its randomness from a generator seeded with the draw's seed."""
+        if isinstance(key, Draw):
+            path, target = self.samples[key.index]
+            return self.transform(load_image(path), torch.Generator().manual_seed(key.seed)), target
+        path, target = self.samples[key]
         return self.transform(load_image(path)), target
 
 

@@ -1,5 +1,7 @@
 """The transforms of training and evaluation, without torchvision: they reproduce torchvision's
-Resize (PIL bilinear), RandomHorizontalFlip, ToTensor, Normalize and RandomErasing."""
+Resize (PIL bilinear), RandomHorizontalFlip, ToTensor, Normalize and RandomErasing. The random
+ones draw from the generator they are given (torch's global one without): training gives each
+image a generator of its own (data.sampler.Draw)."""
 from __future__ import annotations
 
 import math
@@ -38,18 +40,18 @@ class RandomErasing:
         self.p, self.scale = p, scale
         self.log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.rand(1).item() >= self.p:
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if torch.rand(1, generator=generator).item() >= self.p:
             return x
         _, h_img, w_img = x.shape
         for _ in range(10):
-            area = h_img * w_img * torch.empty(1).uniform_(*self.scale).item()
-            aspect = math.exp(torch.empty(1).uniform_(*self.log_ratio).item())
+            area = h_img * w_img * torch.empty(1).uniform_(*self.scale, generator=generator).item()
+            aspect = math.exp(torch.empty(1).uniform_(*self.log_ratio, generator=generator).item())
             h = int(round(math.sqrt(area * aspect)))
             w = int(round(math.sqrt(area / aspect)))
             if h < h_img and w < w_img:
-                i = int(torch.randint(0, h_img - h + 1, (1,)).item())
-                j = int(torch.randint(0, w_img - w + 1, (1,)).item())
+                i = int(torch.randint(0, h_img - h + 1, (1,), generator=generator).item())
+                j = int(torch.randint(0, w_img - w + 1, (1,), generator=generator).item())
                 x = x.clone()
                 x[:, i:i + h, j:j + w] = 0.0
                 return x
@@ -63,7 +65,7 @@ class TrainTransform:
         self.to_tensor = ToNormalizedTensor(size)
         self.erase = RandomErasing(erase_p, erase_scale)
 
-    def __call__(self, img: Image.Image) -> torch.Tensor:
-        if torch.rand(1).item() < 0.5:
+    def __call__(self, img: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
+        if torch.rand(1, generator=generator).item() < 0.5:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
-        return self.erase(self.to_tensor(img))
+        return self.erase(self.to_tensor(img), generator)

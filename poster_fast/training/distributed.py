@@ -1,8 +1,10 @@
-"""One process, or one of several under torchrun (DistributedDataParallel)."""
+"""One process, or one of several under torchrun (DistributedDataParallel), on one node or more."""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -16,6 +18,8 @@ class Dist:
     rank: int = 0
     world: int = 1
     device: torch.device = torch.device("cpu")
+    nodes: int = 1  # torchrun's node groups (--nnodes)
+    restart: int | None = None  # torchrun's restart count of this worker group (None: not under torchrun)
 
     @property
     def main(self) -> bool:
@@ -25,6 +29,30 @@ class Dist:
         if self.world > 1:
             dist.all_reduce(t)
         return t
+
+    def any(self, flag: bool) -> bool:
+        """Whether `flag` is true on any rank (every rank gets the same answer)."""
+        if self.world == 1:
+            return flag
+        return bool(self.all_sum(torch.tensor([float(flag)], device=self.device)).item())
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        """Every rank's `obj` (picklable), in rank order, on rank 0; None on the others."""
+        if self.world == 1:
+            return [obj]
+        objects: list[Any] | None = [None] * self.world if self.main else None
+        dist.gather_object(obj, objects, dst=0)
+        return objects
+
+    def same_everywhere(self, values: list[float]) -> bool:
+        """Whether every rank passed the same numbers."""
+        if self.world == 1:
+            return True
+        mine = torch.tensor(values, dtype=torch.float64, device=self.device)
+        low, high = mine.clone(), mine.clone()
+        dist.all_reduce(low, dist.ReduceOp.MIN)
+        dist.all_reduce(high, dist.ReduceOp.MAX)
+        return bool(torch.equal(low, high))
 
     def barrier(self) -> None:
         if self.world > 1:
@@ -40,12 +68,31 @@ def setup_dist(device: str | None) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Dist(device=default_device(device))
-    local = int(os.environ["LOCAL_RANK"])
+    rank, local = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     cuda = torch.cuda.is_available() and device != "cpu"
     if cuda:
         torch.cuda.set_device(local)
-    dist.init_process_group("nccl" if cuda else "gloo")
-    return Dist(dist.get_rank(), world, torch.device("cuda", local) if cuda else torch.device("cpu"))
+    backend = "nccl" if cuda else "gloo"
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and restart is not None:
+        dist.init_process_group(backend, store=attempt_store(restart), rank=rank, world_size=world)
+    else:
+        dist.init_process_group(backend)
+    nodes = int(os.environ.get("GROUP_WORLD_SIZE") or max(1, world // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+    return Dist(dist.get_rank(), world, torch.device("cuda", local) if cuda else torch.device("cpu"), nodes,
+                None if restart is None else int(restart))
+
+
+def attempt_store(restart: str) -> dist.Store:
+    """The torchrun agent's key-value store, under a prefix of its own for each restart.
+
+    torchrun's workers join their process group through the agent's store, and it keeps the keys
+    of earlier attempts: a restarted worker may read the address a killed peer published and fail
+    ("Gloo connectFullMesh failed ... Connection refused"). Fresh keys for each attempt avoid that
+    (tests/test_train_restarts.py restarts groups this way on one node and on two)."""
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                          timeout=timedelta(minutes=30))
+    return dist.PrefixStore(f"poster_fast/attempt_{restart}", store)
 
 
 def wrap_ddp(net: nn.Module, d: Dist) -> nn.Module:

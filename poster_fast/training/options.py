@@ -10,7 +10,7 @@ from typing import Any, Collection, Mapping
 
 from ..checks import BATCH_SIZE, IMAGE_SIZE, Range, check_choice, check_names
 from ..data.labels import DATASETS
-from ..errors import UsageError
+from ..errors import CheckpointError, UsageError
 
 OPTIMIZERS = ("sam-adam", "adam", "sam-adamw", "adamw")
 SAMPLERS = ("auto", "shuffle", "balanced")
@@ -28,18 +28,21 @@ LIMITS: dict[str, Range] = {
     "gamma": Range(0, 1, low_open=True),  # ExponentialLR factor per epoch
     "max_steps": Range(1, integer=True),
     "seed": Range(0, 2 ** 32 - 1, integer=True),
+    "save_every": Range(1, integer=True),
+    "accum_steps": Range(1, 4096, integer=True),
 }
+OPTIONAL = ("lr", "max_steps", "save_every")  # None allowed: the recipe's, no limit, at epoch ends only
 CHOICES: dict[str, tuple[str, ...]] = {"dataset": tuple(DATASETS), "amp": AMP_MODES, "optimizer": OPTIMIZERS,
                                        "sampler": SAMPLERS}
 
 # What `--resume` does with an option given again with another value than the run's
 # (docs/commands.md, "Train"). Refused: the run's identity (the class names are checked against last.pt's too).
 # Runtime: how this session runs, applied silently. Ignored: the weights come from last.pt.
-# Every other option is applied from the next epoch on and logged; one not given again keeps
-# the run's value (train(given=...)).
+# Every other option is applied from where the run continues and logged; one not given again
+# keeps the run's value (train(given=...)).
 RESUME_REFUSED = ("dataset", "optimizer")
 RESUME_RUNTIME = ("data", "out", "resume", "workers", "device", "amp", "attn_backend", "trusted",
-                  "plain", "max_steps", "classes", "force")
+                  "plain", "max_steps", "classes", "save_every", "accum_steps", "force")
 RESUME_IGNORED = ("ir50", "landmark")
 
 
@@ -74,9 +77,12 @@ class TrainOptions:
     test_split: str | None = None  # default: test if DATA/test exists, else val_split
     ir50: str | None = None  # the authors' pretrained ir50.pth
     landmark: str | None = None  # the authors' mobilefacenet_model_best.pth.tar
-    resume: str | None = None  # a last.pt, or "auto" for OUT/last.pt
+    resume: str | None = None  # a last.pt, or "auto": OUT/last.pt if there is one, else a new run
     max_steps: int | None = None  # at most this many steps per epoch (smoke tests)
     seed: int = 0
+    save_every: int | None = None  # also save last.pt every this many optimiser steps within an epoch
+    accum_steps: int = 1  # micro-batches accumulated per optimiser step (the global batch is unchanged)
+    sync_bn: bool = False  # SyncBatchNorm for the trainable BatchNorm layers under DDP
     force: bool = False  # replace a run already in out (training.rundir)
 
     @property
@@ -89,12 +95,23 @@ class TrainOptions:
             return None
         return self.out_dir / "last.pt" if self.resume == "auto" else Path(self.resume)
 
+    def resume_source(self) -> Path | None:
+        """The training state this run continues: the file --resume names, or with `auto`
+        OUT/last.pt when it exists; None: a new run. (The one decision about OUT's contents
+        that training makes; CheckpointError if a named file does not exist.)"""
+        path = self.resume_path
+        if path is None or (self.resume == "auto" and not path.exists()):
+            return None
+        if not path.exists():
+            raise CheckpointError(f"--resume: {path} does not exist")
+        return path
+
     def check(self) -> "TrainOptions":
         """Every value within its limits (TypeError, or UsageError naming the option); returns
         the options with the recipe's learning rate filled in."""
         for name, limits in LIMITS.items():
             value = getattr(self, name)
-            if value is not None or name not in ("lr", "max_steps"):
+            if value is not None or name not in OPTIONAL:
                 try:
                     limits.check(flag(name), value)
                 except ValueError as err:
@@ -129,11 +146,12 @@ def test_split(opts: TrainOptions) -> str:
 
 
 def resume_options(opts: TrainOptions, recorded: Mapping[str, Any], done: int, given: Collection[str] | None,
-                   source: Path) -> tuple[TrainOptions, dict[str, tuple[Any, Any]]]:
+                   source: Path, finished_ok: bool = False) -> tuple[TrainOptions, dict[str, tuple[Any, Any]]]:
     """The options of a run continued from `source` (which finished epoch `done` and recorded
     `recorded`): options not in `given` (None: all are given) take the run's values; given
     ones that differ are refused (RESUME_REFUSED) or applied, and returned as the changes
-    {name: (the run's value, the new one)} (run-time options are not listed)."""
+    {name: (the run's value, the new one)} (run-time options are not listed). --epochs must
+    exceed `done`, or with `finished_ok` (a state at an epoch's end, --resume auto) equal it."""
     changes: dict[str, tuple[Any, Any]] = {}
     for f in fields(TrainOptions):
         name = f.name
@@ -147,7 +165,7 @@ def resume_options(opts: TrainOptions, recorded: Mapping[str, Any], done: int, g
                              "cannot continue it (start a new run in another --out)")
         elif new != old and name not in RESUME_RUNTIME:
             changes[name] = (old, new)
-    if opts.epochs <= done:
+    if opts.epochs < done or (opts.epochs == done and not finished_ok):
         raise UsageError(f"--resume: {source} has finished epoch {done} and --epochs is {opts.epochs}; "
                          f"give --epochs larger than {done} to train further")
     return opts, changes

@@ -1,6 +1,6 @@
 """What a training run records about itself (in last.pt, best.pt and summary.json under "run"):
-its options, the seed, the software versions and the device it ran on, a summary of its data and
-the resumes that continued it. Everything is plain JSON (strings, numbers, lists, dicts, None);
+its options, the seed, the software versions and the device it ran on, a summary of its data, how
+the session that wrote the file was launched, and the resumes that continued it. Everything is plain JSON (strings, numbers, lists, dicts, None);
 the schema (checkpoint.RECORD_ENTRIES, check_record, describe_record) is beside the files' format.
 """
 from __future__ import annotations
@@ -9,6 +9,7 @@ import importlib.metadata
 import importlib.util
 import platform
 from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -65,10 +66,27 @@ def data_summary(opts: "TrainOptions", data: "TrainData") -> dict[str, Any]:
             "class_folders": list(data.train_set.folders), "splits": per_split}
 
 
-def resume_entry(source: Path, after_epoch: int, changes: Mapping[str, tuple[Any, Any]]) -> dict[str, Any]:
-    """One resume: the file continued, the epoch it had finished, the options changed {name: [was, now]}."""
-    return {"from": str(Path(source).resolve()), "after_epoch": after_epoch,
+def now() -> str:
+    """The time in UTC, to the second, ISO 8601."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def resume_entry(source: Path, after_epoch: int, step: int, changes: Mapping[str, tuple[Any, Any]],
+                 d: "Dist") -> dict[str, Any]:
+    """One resume: the file continued, the epoch it had finished and the steps done in the next,
+    when, torchrun's restart count (None outside torchrun), the world size, and the options
+    changed {name: [was, now]}."""
+    return {"from": str(Path(source).resolve()), "after_epoch": after_epoch, "step": step, "at": now(),
+            "restart": d.restart, "world_size": d.world,
             "changes": {name: [old, new] for name, (old, new) in changes.items()}}
+
+
+def launch_info(opts: "TrainOptions", d: "Dist") -> dict[str, Any]:
+    """How this session runs: processes, nodes, gradient accumulation, the global batch and the
+    images each process runs per forward pass, SyncBatchNorm, torchrun's restart count, the start."""
+    return {"world_size": d.world, "nodes": d.nodes, "accum_steps": opts.accum_steps,
+            "batch_per_process": opts.batch_size // (d.world * opts.accum_steps), "global_batch": opts.batch_size,
+            "sync_bn": opts.sync_bn and d.world > 1, "restart": d.restart, "started": now()}
 
 
 def run_record(opts: "TrainOptions", data: "TrainData", d: "Dist", resume: Mapping[str, Any] | None = None,
@@ -83,8 +101,9 @@ def run_record(opts: "TrainOptions", data: "TrainData", d: "Dist", resume: Mappi
     from .steps import amp_enabled
 
     balanced = data.recipe.balanced if opts.sampler == "auto" else opts.sampler == "balanced"
+    launch = launch_info(opts, d)
     resolved = {"amp": "bf16" if amp_enabled(opts.amp, d.device) else "off",
-                "sampler": "balanced" if balanced else "shuffle", "batch_per_process": opts.batch_size // d.world}
+                "sampler": "balanced" if balanced else "shuffle", "batch_per_process": launch["batch_per_process"]}
     return {"format": RECORD_FORMAT, "options": asdict(opts), "resolved": resolved, "seed": opts.seed,
             "versions": software_versions(), "device": device_info(d), "data": data_summary(opts, data),
-            "resumes": resumes}
+            "launch": launch, "resumes": resumes}

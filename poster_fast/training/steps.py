@@ -1,11 +1,13 @@
-"""One training step (plain or SAM), one epoch, evaluation over a loader, and the loaders."""
+"""One training step (plain or SAM, on one batch or accumulated micro-batches), an epoch's steps,
+evaluation over a loader, and the loaders."""
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +18,7 @@ from ..errors import DataError, NonFiniteError
 from .distributed import Dist
 from .metrics import EvalResult
 from .sam import SAM
+from .stopping import ignore_sigterm
 
 
 @dataclass
@@ -64,28 +67,42 @@ def check_finite(loss: torch.Tensor, d: Dist | None, what: str) -> None:
                              else f"the {what} is not finite in another process")
 
 
-def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: Optimisation,
+def accumulate(model: nn.Module, micro: Sequence[tuple[torch.Tensor, torch.Tensor]], amp: bool,
+               d: Dist | None, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backward of the cross-entropy of the `micro`-batches taken as one batch: each one's summed
+    loss over the images of all of them, its gradients added to `.grad`; under DDP the gradients
+    are averaged over ranks once, with the last micro-batch. NonFiniteError if the loss is not
+    finite on some rank (every rank raises). Returns the mean loss and the logits."""
+    total = sum(len(y) for _, y in micro)
+    loss, logits = torch.zeros((), device=micro[0][1].device), []
+    for i, (x, y) in enumerate(micro):
+        sync = i == len(micro) - 1 or not isinstance(model, nn.parallel.DistributedDataParallel)
+        with nullcontext() if sync else model.no_sync():
+            with autocast(x.device, amp):
+                out = model(x)
+            part = F.cross_entropy(out.float(), y, reduction="sum") / total
+            part.backward()
+        loss, logits = loss + part.detach(), logits + [out.detach()]
+    check_finite(loss, d, what)
+    return loss, torch.cat(logits)
+
+
+def train_step(model: nn.Module, micro: Sequence[tuple[torch.Tensor, torch.Tensor]], opt: Optimisation,
                amp: bool, d: Dist | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy, backward and an optimiser step (SAM: a second forward/backward at the
-    perturbed weights). Returns the loss and logits of the first forward pass. A non-finite
-    loss (of either pass) raises NonFiniteError before the optimiser steps."""
-    with autocast(x.device, amp):
-        logits = model(x)
-    loss = F.cross_entropy(logits.float(), y)
-    check_finite(loss, d, "loss")
+    """One optimiser step on the `micro`-batches (gradient accumulation: as one batch of all
+    their images): cross-entropy, backward, step (SAM: a second accumulation at the perturbed
+    weights). Returns the loss and logits of the first pass. A non-finite loss (of either pass)
+    raises NonFiniteError before the optimiser steps."""
     opt.base.zero_grad(set_to_none=True)
-    loss.backward()
+    loss, logits = accumulate(model, micro, amp, d, "loss")
     if opt.sam:
         opt.sam.first_step()
         opt.base.zero_grad(set_to_none=True)
-        with autocast(x.device, amp):
-            perturbed = F.cross_entropy(model(x).float(), y)
-        check_finite(perturbed, d, "loss at SAM's perturbed weights")
-        perturbed.backward()
+        accumulate(model, micro, amp, d, "loss at SAM's perturbed weights")
         opt.sam.second_step()
     else:
         opt.base.step()
-    return loss.detach(), logits.detach()
+    return loss, logits
 
 
 def batches(loader: Iterable) -> Iterator:
@@ -101,30 +118,39 @@ def batches(loader: Iterable) -> Iterator:
         raise DataError(text) from None
 
 
-def train_epoch(model: nn.Module, loader: Iterable, steps: int, opt: Optimisation, d: Dist,
-                amp: bool, desc: str) -> tuple[float, float]:
-    """`steps` training steps over the loader; (mean loss, accuracy) over all ranks."""
+def train_steps(model: nn.Module, loader: Iterable, steps: range, accum: int, opt: Optimisation, d: Dist,
+                amp: bool, stats: torch.Tensor, desc: str) -> Iterator[int]:
+    """Training steps `steps` of an epoch, each on `accum` micro-batches of the loader (which
+    starts where step steps.start begins; the epoch's last step may have fewer). Adds (loss sum,
+    correct, seen) of this rank to `stats` and yields the number of steps done after each one."""
     from tqdm import tqdm
 
     model.train()
-    stats = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, seen
-    bar = tqdm(batches(loader), total=steps, desc=desc, leave=False, disable=not d.main or None,
-               file=sys.stderr)
-    for step, (x, y) in enumerate(bar):
-        if step == steps:
-            break
-        x, y = x.to(d.device, non_blocking=True), y.to(d.device, non_blocking=True)
+    source = batches(loader)
+    bar = tqdm(steps, initial=steps.start, total=steps.stop, desc=desc, leave=False,
+               disable=not d.main or None, file=sys.stderr)
+    for step in bar:
+        micro = [(x.to(d.device, non_blocking=True), y.to(d.device, non_blocking=True))
+                 for x, y in itertools.islice(source, accum)]
+        if not micro:
+            raise RuntimeError(f"{desc}: no training batch was drawn for step {step + 1}")
         try:
-            loss, logits = train_step(model, x, y, opt, amp, d)
+            loss, logits = train_step(model, micro, opt, amp, d)
         except NonFiniteError as err:
             raise NonFiniteError(f"{err} at {desc}, step {step + 1}") from None
-        stats += torch.tensor([loss.item() * len(y), (logits.argmax(1) == y).sum().item(), len(y)],
+        labels = torch.cat([y for _, y in micro])
+        stats += torch.tensor([loss.item() * len(labels), (logits.argmax(1) == labels).sum().item(), len(labels)],
                               dtype=torch.float64)
         bar.set_postfix(loss=f"{loss.item():.4f}")
-    stats = d.all_sum(stats.to(d.device)).cpu()
-    if not stats[2]:
+        yield step + 1
+
+
+def epoch_result(stats: torch.Tensor, d: Dist, desc: str) -> tuple[float, float]:
+    """(mean loss, accuracy) of an epoch over all ranks, from each rank's (loss sum, correct, seen)."""
+    total = d.all_sum(stats.clone().to(d.device)).cpu()
+    if not total[2]:
         raise RuntimeError(f"{desc}: no training batch was drawn")
-    return float(stats[0] / stats[2]), float(stats[1] / stats[2])
+    return float(total[0] / total[2]), float(total[1] / total[2])
 
 
 @torch.no_grad()
@@ -151,14 +177,17 @@ def evaluate_model(model: nn.Module, loader: Iterable, num_classes: int, d: Dist
 
 def train_loader(dataset: torch.utils.data.Dataset, sampler: Any, batch: int, workers: int,
                  d: Dist) -> torch.utils.data.DataLoader:
+    """Batches in the sampler's order. The loader draws its workers' seeds from a generator of its
+    own, not from torch's global one, which only the model draws from (drop path): a run resumed
+    mid-epoch starts a loader where the uninterrupted run did not."""
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch, sampler=sampler, num_workers=workers,
-        pin_memory=d.device.type == "cuda", persistent_workers=workers > 0)
+        dataset, batch_size=batch, sampler=sampler, num_workers=workers, generator=torch.Generator(),
+        pin_memory=d.device.type == "cuda", persistent_workers=workers > 0, worker_init_fn=ignore_sigterm)
 
 
 def eval_loader(dataset: torch.utils.data.Dataset, batch: int, workers: int,
                 d: Dist) -> torch.utils.data.DataLoader:
     """Each rank gets every world-th image: no padding, so summed counts are exact."""
     shard = torch.utils.data.Subset(dataset, range(d.rank, len(dataset), d.world))
-    return torch.utils.data.DataLoader(shard, batch_size=batch, num_workers=workers,
+    return torch.utils.data.DataLoader(shard, batch_size=batch, num_workers=workers, worker_init_fn=ignore_sigterm,
                                        pin_memory=d.device.type == "cuda")
