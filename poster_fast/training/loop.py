@@ -336,9 +336,9 @@ class Run:
             save_training_state(self.out / "last.pt", net, opt.base, opt.scheduler, best_acc=progress.best_acc,
                                 best_epoch=progress.best_epoch, options=self.opts.record(), step=step,
                                 samples=step * self.opts.batch_size, ranks=ranks, **meta)
-        except OSError as err:
-            raise RunError(f"training stopped at epoch {progress.epoch + 1}, step {step}: cannot write "
-                           f"{self.out / 'last.pt'}: {err}") from None
+        except OutputError as err:
+            raise OutputError(err.path, f"{err.reason}: training stopped at epoch {progress.epoch + 1}, step {step} "
+                              "(the previous checkpoint of that name is intact)") from None
 
     def saved(self, epoch: int, progress: Progress) -> str:
         """What a run stopped during `epoch` leaves, for its error message."""
