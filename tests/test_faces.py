@@ -160,9 +160,9 @@ def test_predict_writes_scores_landmarks_and_the_detector(tmp_path, capsys):
     assert row["detector"] == "yunet-s" and float(row["detection_score"]) == found["detection_score"]
     assert [float(row["left_eye_x"]), float(row["left_eye_y"])] == found["landmarks"]["left_eye"]
     capsys.readouterr()
-    assert main([*argv, "--json", str(out_json), "--no-align"]) == 0
+    assert main([*argv, "--json", str(out_json), "--no-align", "--force"]) == 0
     assert json.loads(out_json.read_text())["aligned"] is False
-    assert main([*argv, "--json", str(out_json), "--min-face", "300"]) == 1  # no face that large
+    assert main([*argv, "--json", str(out_json), "--min-face", "300", "--force"]) == 1  # no face that large
     assert "no face found by the yunet-s detector" in json.loads(out_json.read_text())["results"][0]["error"]
     for option, value in (("--detect-threshold", "0"), ("--detect-threshold", "1.5"), ("--min-face", "0")):
         capsys.readouterr()
