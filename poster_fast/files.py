@@ -356,12 +356,17 @@ class LineFile:
     """A file that grows a line at a time while a run goes, for a program that follows it (`tail -F`,
     a line reader): it is created under a temporary name beside `path` and renamed onto `path`
     before the first line (atomic_path), so that `path` always holds this run's whole lines only;
-    each line is then written with one call and reaches the file at once (no buffering)."""
+    each line is then written with one call and reaches the file at once (no buffering). Failing
+    to create it is an OutputError naming `path`, as in write_file; a failed line is the OSError."""
 
     def __init__(self, path: Path) -> None:
-        with atomic_path(path) as tmp:
-            self._fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o666)
-        self.path = path
+        self.path, self._fd = path, -1
+        try:
+            with atomic_path(path) as tmp:
+                self._fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o666)
+        except OSError as err:
+            self.close()
+            raise OutputError(path, err.strerror or str(err)) from None
 
     def write(self, line: str) -> None:
         data = line.encode()

@@ -451,6 +451,32 @@ def test_export_on_a_full_disk_is_status_3_naming_the_file(saved, tmp_path):
     assert out.read_text() == "the previous export" and sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
 
 
+def test_a_jsonl_timeline_that_cannot_grow_is_status_3_naming_it(tmp_path):
+    """--jsonl writes a line per photo as it goes (files.LineFile): a line that cannot be written
+    ends the timeline, the run goes on, and the end is one line naming the file and status 3."""
+    first = photo(tmp_path / "a.png", 0)
+    out = tmp_path / "t.jsonl"
+    proc = subprocess.run([sys.executable, "-c", WRITE_UNDER_LIMIT.replace("1 << 20", "16"), "predict", str(first),
+                           "--allow-random", "--no-detect", "--image-size", "32", "--quiet", "--device", "cpu",
+                           "--jsonl", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.splitlines()[-1] == ("poster-fast predict: error: 1 outputs could not be written (the "
+                                            f"others were): {out} (File too large, after 0 lines)")
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_jsonl_file_that_cannot_be_created_is_an_output_error(tmp_path, monkeypatch):
+    from poster_fast import files
+    from poster_fast.errors import OutputError
+
+    def replace(src, dst):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(files.os, "replace", replace)
+    with pytest.raises(OutputError, match=re.escape(f"cannot write {tmp_path / 't.jsonl'}: No space left on device")):
+        files.LineFile(tmp_path / "t.jsonl")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_train_stops_with_status_3_when_last_pt_cannot_be_written(tmp_path, monkeypatch, capsys):
     from poster_fast import checkpoint
     from test_train import TRAIN_ARGS, make_folder
