@@ -292,7 +292,11 @@ def test_op_arguments(b, h, d, windows, window, n, table_rows, scale, backend):
         assert re.match(r"(backend='\w+' cannot run|unknown backend)", str(err)), repr(err)
         return
     if isinstance(out, torch.Tensor):
-        assert out.shape == k.shape and torch.isfinite(out).all()
+        assert out.shape == k.shape
+        # a finite scale is accepted; only one so large that scale * q.k overflows float32 gives
+        # non-finite scores (the formula's own, the reference's too)
+        if not isinstance(scale, float) or abs(scale) <= 1e30:
+            assert torch.isfinite(out).all()
 
 
 @settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
