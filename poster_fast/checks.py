@@ -85,6 +85,7 @@ def check_names(name: str, value: Any) -> list[str]:
 # Limits shared by several commands and their library functions.
 IMAGE_SIZE = Range(1, 1024, integer=True)  # images are resized to this; the model sees 112x112 of any
 BATCH_SIZE = Range(1, integer=True)
+MIN_OPSET = 18  # the oldest ONNX opset that export_onnx (and export --opset) accepts
 # A model's outputs: 7 or 8 for the paper's datasets, any other count for other class sets
 # (train --classes); one class is no classifier (softmax would answer it for everything).
 NUM_CLASSES = Range(2, 10_000, integer=True)

@@ -23,13 +23,13 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from .checks import MIN_OPSET
 from .errors import UsageError
 from .extras import require
 from .files import write_file
 from .hub import check_export_file, model_config
 
 ONNX_INPUT, ONNX_OUTPUT = "images", "logits"
-MIN_OPSET = 18
 # torch.export specialises the sizes 0 and 1, so the model is traced at batch 2 with the batch
 # dimension declared dynamic.
 TRACE_BATCH = 2

@@ -6,14 +6,13 @@ import os
 import sys
 import time
 
-from ..checks import IMAGE_SIZE, Range
+from ..checks import IMAGE_SIZE, MIN_OPSET, Range
 from ..data.labels import DATASETS
 from ..errors import RunError, UsageError
 from ..extras import require
 from ..files import Reads
 from .options import add_trusted_option, check_checkpoint, checkpoint_files, comma_list, number
 
-MIN_OPSET = 18  # poster_fast.export.MIN_OPSET (this module imports no torch)
 OPSET = Range(MIN_OPSET, 99, integer=True)
 
 
