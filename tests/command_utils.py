@@ -91,6 +91,18 @@ BASE = {
     "export": ["export", "c.pt", "--safetensors", "out.safetensors"],
     "budget": ["budget"],
 }
+def random_rafdb_checkpoint(path: Path) -> Path:
+    """A checkpoint as `poster-fast train` writes it: POSTERV2(7) with seeded random weights and
+    RAF-DB's class names."""
+    from poster_fast import POSTERV2
+    from poster_fast.data.labels import DATASETS
+
+    torch.manual_seed(0)
+    torch.save({"state_dict": POSTERV2(7).state_dict(), "num_classes": 7, "dataset": "rafdb",
+                "classes": list(DATASETS["rafdb"].classes), "epoch": 1, "best_acc": 0.0}, path)
+    return path
+
+
 def photo(path: Path, seed: int, size=(40, 30)) -> Path:
     rng = np.random.default_rng(seed)
     Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from poster_fast import POSTERV2
+from command_utils import random_rafdb_checkpoint
 from poster_fast.commands.cli import main
 from poster_fast.data.images import load_image
 from poster_fast.data.labels import DATASETS, class_names, resolve_classes
@@ -36,11 +36,7 @@ def photos(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "rafdb.pt"
-    torch.save({"state_dict": POSTERV2(7).state_dict(), "num_classes": 7, "dataset": "rafdb",
-                "classes": RAFDB, "epoch": 1, "best_acc": 0.0}, path)
-    return path
+    return random_rafdb_checkpoint(tmp_path_factory.mktemp("ckpt") / "rafdb.pt")
 
 
 def test_predict_photos_json_csv_annotate(photos, checkpoint, tmp_path, capsys):

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 import poster_fast
+from command_utils import random_rafdb_checkpoint
 from poster_fast import POSTERV2
 from poster_fast.commands.cli import main
 from poster_fast.data.labels import DATASETS
@@ -29,11 +30,7 @@ FACE = (223.5, 120.0)  # the astronaut's face centre
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "rafdb.pt"
-    torch.save({"state_dict": POSTERV2(7).state_dict(), "num_classes": 7, "dataset": "rafdb",
-                "classes": RAFDB, "epoch": 1, "best_acc": 0.0}, path)
-    return path
+    return random_rafdb_checkpoint(tmp_path_factory.mktemp("ckpt") / "rafdb.pt")
 
 
 @pytest.fixture(scope="module")
