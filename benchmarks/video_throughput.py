@@ -4,13 +4,18 @@ The video: a 640x480 one-face clip written here (mp4v) from scikit-image's astro
 about 100 px, drifting 2 pixels per frame. The model has random weights (as `--allow-random`),
 at `--precision` (auto: what predict picks on this machine).
 
-Rows, each the median of `--repeats` runs:
-- end to end: predict_files on the clip (decode, detect, align and the model, with the next
-  frames read, detected and cropped in a background thread while the model runs), frames/s;
+Rows, each the median of `--repeats` rounds (a round runs every row once, in turn, so that a slow
+spell of a shared machine falls on all of them):
+- end to end: predict_files on the clip (decode, detect, align and the model; the next frames read,
+  detected and cropped in a background thread while the model runs where Recognizer.overlap is on,
+  as it is by default on a GPU or where the CPU has cores torch's threads leave free), frames/s;
+  and, in the same run, with the thread the other way (`overlap on` / `overlap off`);
 - its split, each stage alone over the same frames: decode (OpenCV), detect (the video detector,
   faces.Tracking), align (aligned crops, normalised), model (the crops through the model at
   `--batch-size`): the model alone, on the same number of crops at the same batch;
-- end to end / model alone, the ratio the issue targets (>= 0.6).
+- end to end / model alone, the ratio the issue targets (>= 0.6): the median of the rounds' ratios;
+- detect's cost by kind of frame (median): key frames (a photo's whole search), scan frames (a
+  region pass per followed face and YuNet's first pass) and the others (region passes only).
 
     python benchmarks/video_throughput.py [--frames 48] [--batch-size 8] [--repeats 3] [--precision auto]
 """
@@ -46,13 +51,10 @@ def write_clip(path: Path, frames: int) -> None:
     writer.release()
 
 
-def median_time(work: Callable[[], object], repeats: int) -> float:
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        runs.append(time.perf_counter() - start)
-    return statistics.median(runs)
+def timed(work: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
 
 
 class Given:
@@ -84,9 +86,18 @@ def main() -> None:
         frames = [bgr for _, _, bgr in read_frames(VideoResult(str(clip)))]
         found: list[list] = []
 
+        kinds: dict[str, list[float]] = {"key frame": [], "scan frame": [], "region only": []}
+
         def detect() -> None:
             tracking = rec.video_detector()
-            found[:] = [tracking(bgr, True) for bgr in frames]
+            found.clear()
+            for i, bgr in enumerate(frames):
+                start = time.perf_counter()
+                found.append(tracking(bgr, True))
+                since_key = i % tracking.key_every
+                kind = "key frame" if since_key == 0 else "scan frame" if since_key % tracking.scan_every == 0 \
+                    else "region only"
+                kinds[kind].append(time.perf_counter() - start)
 
         crops: list[torch.Tensor] = []
 
@@ -98,21 +109,31 @@ def main() -> None:
             for i in range(0, len(crops), args.batch_size):
                 classifier.probabilities(torch.stack(crops[i:i + args.batch_size]))
 
-        def end_to_end() -> None:
-            (video,) = predict_files([clip], rec, progress=False)
-            assert video.error is None and video.classified == len(crops), video.error
+        def end_to_end(overlap: bool) -> Callable[[], None]:
+            def run() -> None:
+                rec.overlap = overlap
+                (video,) = predict_files([clip], rec, progress=False)
+                assert video.error is None and video.classified == len(crops), video.error
+            return run
 
-        stages = {"decode": lambda: list(read_frames(VideoResult(str(clip)))), "detect": detect, "align": align}
-        times = {name: median_time(work, args.repeats) for name, work in stages.items()}
-        model()  # warm-up
-        times["model alone"] = median_time(model, args.repeats)
-        times["end to end"] = median_time(end_to_end, args.repeats)
+        chosen = rec.overlap
+        rows = {"decode": lambda: list(read_frames(VideoResult(str(clip)))), "detect": detect, "align": align,
+                "model alone": model, "end to end": end_to_end(chosen),
+                f"overlap {'off' if chosen else 'on'}": end_to_end(not chosen)}
+        detect(), align(), model()  # warm-up
+        rounds = [{name: timed(work) for name, work in rows.items()} for _ in range(args.repeats)]
+        times = {name: statistics.median(r[name] for r in rounds) for name in rows}
+        ratios = [r["model alone"] / r["end to end"] for r in rounds]
         n = len(frames)
-        print(f"{n} frames of 640x480, {len(crops)} faces, batch {args.batch_size}, median of {args.repeats}")
+        print(f"{n} frames of 640x480, {len(crops)} faces, batch {args.batch_size}, median of {args.repeats}; "
+              f"end to end with overlap {'on' if chosen else 'off'} (Recognizer's default here)")
         print(f"{'stage':12} {'ms/frame':>9} {'frames/s':>9}")
         for name, t in times.items():
             print(f"{name:12} {1000 * t / n:9.1f} {n / t:9.1f}")
-        print(f"end to end / model alone: {times['model alone'] / times['end to end']:.2f}")
+        print("detect, by kind of frame (faces.Tracking; the one face is followed throughout): " + ", ".join(
+            f"{kind} {1000 * statistics.median(t):.1f} ms" for kind, t in kinds.items() if t))
+        each = ", ".join(f"{x:.2f}" for x in ratios)
+        print(f"end to end / model alone: {statistics.median(ratios):.2f} (rounds: {each})")
 
 
 if __name__ == "__main__":

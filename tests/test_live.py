@@ -166,31 +166,37 @@ def test_live_options_are_checked(argv, message, capsys):
     assert code == 2 and err.count("\n") == 1 and message in err, err
 
 
-def test_ahead_hands_on_errors_and_closes_its_source():
-    from poster_fast.inference.ahead import Ahead
+@pytest.mark.parametrize("threaded", [True, False], ids=["thread", "inline"])
+def test_ahead_hands_on_errors_and_closes_its_source(threaded):
+    from poster_fast.inference.ahead import ahead
 
     def failing():
         yield 1
         yield 2
         raise OSError("disk gone")
+    got = []
     with pytest.raises(OSError, match="disk gone"):
-        assert list(Ahead(failing(), depth=1)) == [1, 2]
+        got.extend(ahead(failing(), depth=1, threaded=threaded))
+    assert got == [1, 2]
 
     closed = threading.Event()
+    where = set()
 
     def endless():
         try:
             k = 0
             while True:
+                where.add(threading.current_thread().name)
                 yield k
                 k += 1
         finally:
             closed.set()
-    ahead = Ahead(endless(), depth=2)
+    prepared = ahead(endless(), depth=2, threaded=threaded)
     got = []
-    for k in ahead:
+    for k in prepared:
         got.append(k)
         if k == 5:
             break
-    ahead.close()
+    prepared.close()
     assert got == [0, 1, 2, 3, 4, 5] and closed.wait(5)
+    assert where == {"poster-fast-ahead" if threaded else threading.current_thread().name}

@@ -4,6 +4,7 @@ RGB array, a BGR array (bgr=True), a PIL image or a path give the same faces and
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -80,6 +81,28 @@ def test_batch_matches_one_at_a_time(rec, photo):
         assert [f.box for f in faces] == [f.box for f in expected]
         for f, e in zip(faces, expected):
             np.testing.assert_allclose(probs(f), probs(e), rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("overlap", [True, False], ids=["thread", "inline"])
+def test_batch_is_the_same_with_the_crops_prepared_in_a_thread_or_inline(rec, overlap, monkeypatch):
+    images = [skdata.astronaut(), skdata.chelsea(), skdata.astronaut()[:, ::-1]]
+    want = rec.batch(images)
+    monkeypatch.setattr(rec, "overlap", overlap)
+    got = rec.batch(images)
+    assert [[f.box for f in faces] for faces in got] == [[f.box for f in faces] for faces in want]
+    for faces, expected in zip(got, want):
+        for f, e in zip(faces, expected):
+            np.testing.assert_allclose(probs(f), probs(e), rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("device, cores, threads, expected", [
+    ("cpu", 2, 2, False), ("cpu", 8, 8, False), ("cpu", 4, 2, True), ("cuda", 2, 2, True)])
+def test_crops_are_prepared_in_a_thread_only_where_cores_are_left(device, cores, threads, expected, monkeypatch):
+    from poster_fast.inference.recognizer import overlaps
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    assert overlaps(torch.device(device)) is expected
 
 
 def test_bad_images_are_named(rec, tmp_path):

@@ -1,11 +1,12 @@
 """An iterator computed ahead in a background thread, so that reading, detecting and cropping the
 next photos and frames overlaps the model's work on the current batch (OpenCV and torch release
-the GIL while they compute)."""
+the GIL while they compute), or in the consumer's own thread where the two would only compete for
+the same cores (`ahead`; `Recognizer.overlap` decides)."""
 from __future__ import annotations
 
 import queue
 import threading
-from typing import Generic, Iterator, TypeVar
+from typing import Generic, Iterator, TypeVar, Union
 
 T = TypeVar("T")
 _END = object()
@@ -79,3 +80,35 @@ class Ahead(Generic[T]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Inline(Generic[T]):
+    """`Ahead`'s interface without a thread: `items` is computed as it is consumed; `waiting` is
+    always False (no item is ever ready before it is asked for); `close()` closes `items`."""
+
+    def __init__(self, items: Iterator[T]) -> None:
+        self._items = items
+
+    waiting = False
+
+    def __iter__(self) -> Iterator[T]:
+        try:
+            yield from self._items
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        close = getattr(self._items, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> "Inline[T]":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def ahead(items: Iterator[T], depth: int, threaded: bool) -> Union[Ahead[T], Inline[T]]:
+    """`items` computed `depth` ahead in a background thread if `threaded`, else as consumed."""
+    return Ahead(items, depth) if threaded else Inline(items)

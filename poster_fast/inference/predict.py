@@ -1,7 +1,8 @@
 """Photos, videos, cameras and streams -> faces -> class probabilities, for `poster-fast predict`:
 each photo and each processed frame goes through the Recognizer (recognizer.Recognizer.crops, then
 .classify), so that the crops of consecutive photos and frames are classified together in batches
-while the next ones are read, detected and cropped in a background thread.
+(while the next ones are read, detected and cropped in a background thread where Recognizer.overlap
+is on).
 
 Memory is bounded by the batch of face crops: a decoded photo or file frame is dropped as soon as
 its faces are cropped (whoever needs it later, such as outputs.Annotator, reads the file again); a

@@ -22,7 +22,7 @@ from ..data.images import load_image, to_rgb
 from ..data.transforms import ToNormalizedTensor
 from ..faces import Box, Detector, Tracking, YuNet, aligned_crop, crop_face
 from . import classifier as classifiers
-from .ahead import Ahead
+from .ahead import ahead
 from .classifier import Classifier
 from .crops import Face, FaceBatches, PhotoResult
 
@@ -68,11 +68,15 @@ class Recognizer:
         margin: the crop's margin on each side, a fraction of the face's size.
         image_size: the crops' side, in pixels.
         batch_size: face crops per forward pass.
+        overlap: prepare the next crops (read, detect, crop) in a background thread while the model
+            runs; None: where the model is on a GPU, or the CPU has more cores than torch's threads
+            (`overlaps`).
     """
 
     def __init__(self, classifier: Classifier, detector: Detector | None, *, align: bool = True, margin: float = 0.2,
-                 image_size: int = 224, batch_size: int = 32) -> None:
+                 image_size: int = 224, batch_size: int = 32, overlap: bool | None = None) -> None:
         self.classifier, self.detector, self.align = classifier, detector, bool(align)
+        self.overlap = overlaps(classifier.device) if overlap is None else bool(overlap)
         self.margin = CROP_MARGIN.check("margin", margin)
         self.image_size = IMAGE_SIZE.check("image_size", image_size)
         self.batch_size = FaceBatches(classifier, batch_size).batch_size
@@ -155,14 +159,15 @@ class Recognizer:
 
     def classify(self, items: Iterable[tuple[Item, Crops]], live: bool = False) -> Iterator[Item]:
         """Items (photos or frames) with their crops -> the same items once all their faces are
-        classified, in order. `items` is consumed ahead in a background thread (inference.ahead),
-        so that preparing the next crops overlaps the model; crops of consecutive items share
-        batches. `live`: an item is never kept waiting for a batch to fill once no other is ready."""
+        classified, in order. With `overlap`, `items` is consumed ahead in a background thread
+        (inference.ahead), so that preparing the next crops overlaps the model; crops of consecutive
+        items share batches. `live`: an item is never kept waiting for a batch to fill once no other
+        is ready."""
         batches = FaceBatches(self.classifier, self.batch_size)
-        with Ahead(iter(items), depth=self.batch_size) as ahead:
-            for item, crops in ahead:
+        with ahead(iter(items), self.batch_size, threaded=self.overlap) as prepared:
+            for item, crops in prepared:
                 yield from batches.add(item, crops)  # type: ignore[misc]
-                if live and not ahead.waiting:
+                if live and not prepared.waiting:
                     yield from batches.flush()  # type: ignore[misc]
         yield from batches.flush()  # type: ignore[misc]
 
@@ -184,6 +189,17 @@ class Recognizer:
 
         done = list(self.classify(prepared()))
         return [photo.faces for photo in done]
+
+
+def overlaps(device: torch.device) -> bool:
+    """Whether preparing crops in a background thread beside the model pays: where the model runs
+    on a GPU, or the CPU has more cores than torch's threads use. Where torch's threads take every
+    core, detection and the model only slow each other: on a 2-core CPU, a video took about 6% less
+    time through predict without the thread (benchmarks/RESULTS.md, issue 20)."""
+    if device.type != "cpu":
+        return True
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return cores > torch.get_num_threads()
 
 
 def rgb(image: np.ndarray, bgr: bool) -> np.ndarray:
