@@ -86,10 +86,10 @@ class Inline(Generic[T]):
     """`Ahead`'s interface without a thread: `items` is computed as it is consumed; `waiting` is
     always False (no item is ever ready before it is asked for); `close()` closes `items`."""
 
+    waiting = False
+
     def __init__(self, items: Iterator[T]) -> None:
         self._items = items
-
-    waiting = False
 
     def __iter__(self) -> Iterator[T]:
         try:
