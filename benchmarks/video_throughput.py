@@ -91,13 +91,10 @@ def main() -> None:
         def detect() -> None:
             tracking = rec.video_detector()
             found.clear()
-            for i, bgr in enumerate(frames):
+            for bgr in frames:
                 start = time.perf_counter()
                 found.append(tracking(bgr, True))
-                since_key = i % tracking.key_every
-                kind = "key frame" if since_key == 0 else "scan frame" if since_key % tracking.scan_every == 0 \
-                    else "region only"
-                kinds[kind].append(time.perf_counter() - start)
+                kinds[tracking.searched].append(time.perf_counter() - start)
 
         crops: list[torch.Tensor] = []
 
@@ -130,7 +127,7 @@ def main() -> None:
         print(f"{'stage':12} {'ms/frame':>9} {'frames/s':>9}")
         for name, t in times.items():
             print(f"{name:12} {1000 * t / n:9.1f} {n / t:9.1f}")
-        print("detect, by kind of frame (faces.Tracking; the one face is followed throughout): " + ", ".join(
+        print("detect, by kind of frame (faces.Tracking.searched): " + ", ".join(
             f"{kind} {1000 * statistics.median(t):.1f} ms" for kind, t in kinds.items() if t))
         each = ", ".join(f"{x:.2f}" for x in ratios)
         print(f"end to end / model alone: {statistics.median(ratios):.2f} (rounds: {each})")

@@ -74,6 +74,8 @@ def test_key_frames_get_a_photos_search_the_others_a_region_pass_and_a_first_pas
         found = tracking(image)
         assert len(found) == 1 and matches(xywh(found[0]), true), (i, found)
         seen.append(spy.take())
+        assert tracking.searched == {"photo": "key frame", "region": "region only"}.get(
+            "".join(seen[-1]), "scan frame"), (i, seen[-1], tracking.searched)
     assert seen[0] == seen[6] == ["photo"]
     assert seen[1] == seen[2] == seen[4] == seen[5] == seen[7] == ["region"]
     assert seen[3] == ["region", "first pass"]

@@ -38,6 +38,7 @@ class Tracking:
         self.name, self.description, self.landmarks = detector.name, detector.description, True
         self.frames = 0
         self.previous: list[Detection] = []
+        self.searched = ""  # the last frame's searches: "key frame", "scan frame" or "region only"
 
     def __call__(self, image: np.ndarray, bgr: bool = False) -> list[Detection]:
         bgr_image = as_bgr(image, bgr)
@@ -45,12 +46,15 @@ class Tracking:
         since_key = self.frames % self.key_every
         self.frames += 1
         if since_key == 0:
+            self.searched = "key frame"
             self.previous = self.detector.search(bgr_image, self.detector.passes(width, height))
             return self.previous
         followed = [d for d in (self.detector.region(bgr_image, f, f.tilt or 0.0) for f in self.previous)
                     if d is not None]
         found: list[Detection] = []
+        self.searched = "region only"
         if not followed or since_key % self.scan_every == 0:
+            self.searched = "scan frame"
             first = scaled(width, height, first_scale(width, height, self.detector.min_face))
             found = self.detector.search(bgr_image, [first], refine=False)
         self.previous = merge(followed + [d for d in found if not any(same_face(d, f) for f in followed)],
